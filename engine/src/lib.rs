@@ -1,0 +1,2 @@
+//! scone engine: immutable tables of precomputed f-gram embeddings.
+pub mod ingest;
