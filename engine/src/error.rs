@@ -1,0 +1,74 @@
+//! Error types. Each operation has its own small enum; all convert into [`Error`].
+
+use std::path::PathBuf;
+
+use crate::format::SectionKind;
+
+/// Opening or verifying a table file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a scone table (bad magic bytes {found:02x?}); expected a file written by `scone build`")]
+    BadMagic { path: PathBuf, found: Vec<u8> },
+    #[error("{path}: table format version {found} is not supported by this build (supports {supported}); rebuild the table or upgrade scone")]
+    UnsupportedVersion { path: PathBuf, found: u32, supported: u32 },
+    #[error("{path}: header is damaged: {reason}")]
+    BadHeader { path: PathBuf, reason: String },
+    #[error("{path}: section {section} is damaged: {reason}")]
+    BadSection { path: PathBuf, section: SectionKind, reason: String },
+    #[error("{path}: section {section} checksum mismatch (stored {stored:#018x}, computed {computed:#018x}): the file is damaged; rebuild or restore it")]
+    Checksum { path: PathBuf, section: SectionKind, stored: u64, computed: u64 },
+    #[error("{path}: this platform is big-endian; scone tables are little-endian and are only served on little-endian hosts")]
+    BigEndianHost { path: PathBuf },
+}
+
+/// Building a table. Record numbers are 0-based positions in the input stream.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid build configuration: {0}")]
+    Config(String),
+    #[error("{path}: a table already exists there; remove it or allow overwriting")]
+    Exists { path: PathBuf },
+    #[error("record {record}: {reason}")]
+    BadRecord { record: u64, reason: String },
+    #[error("record {second}: duplicate n-gram {ngram:?} (first seen at record {first})")]
+    DuplicateNgram { first: u64, second: u64, ngram: Vec<u32> },
+    #[error("no records were pushed; a table needs at least one row")]
+    Empty,
+}
+
+/// Reading rows out of a table.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatherError {
+    #[error("slot {slot} at batch position {position} is out of range (table has {rows} rows)")]
+    SlotOutOfRange { position: usize, slot: u32, rows: u64 },
+    #[error("output buffer holds {got} bytes; {need} needed for {rows} rows of {row_bytes} bytes")]
+    BufferSize { got: usize, need: usize, rows: usize, row_bytes: usize },
+}
+
+/// The umbrella error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Gather(#[from] GatherError),
+    // INGEST-VARIANT
+}

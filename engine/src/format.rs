@@ -1,0 +1,210 @@
+//! The on-disk layout of a table file. The byte-level description lives in
+//! docs/FORMAT.md; keep the two in step.
+//!
+//! ```text
+//! offset 0     header block (4096 bytes): magic, format version, header length,
+//!              header checksum, bincode-encoded [`Header`], zero padding
+//! 4096         rows section        rows * row_stride bytes
+//! (4096-aligned) counts section    rows * u64 LE (only when the build had counts)
+//! (4096-aligned) ngrams section    rows * n_max * u32 LE, padded with u32::MAX
+//! (4096-aligned) index section     index.len * u64 LE
+//! (4096-aligned) tokenizer section optional, opaque bytes + kind string in the header
+//! ```
+
+use bincode::Options as _;
+use serde::{Deserialize, Serialize};
+
+use crate::dtype::Dtype;
+
+pub const MAGIC: [u8; 8] = *b"SCONETBL";
+pub const FORMAT_VERSION: u32 = 1;
+/// Size of the header block; the rows section starts here.
+pub const HEADER_BLOCK: u64 = 4096;
+/// Every section starts at a multiple of this (O_DIRECT and page alignment).
+pub const SECTION_ALIGN: u64 = 4096;
+/// Row stride is a multiple of this (cache lines, vector loads).
+pub const STRIDE_ALIGN: u64 = 64;
+/// Pads unused token positions of an n-gram record in the ngrams section.
+pub const TOKEN_PAD: u32 = u32::MAX;
+/// Longest n-gram a table may hold.
+pub const MAX_N: usize = 16;
+/// Bytes before the bincode header: magic, version, header length, header checksum.
+pub const PREAMBLE: usize = 8 + 4 + 4 + 8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SectionKind {
+    Rows,
+    Counts,
+    Ngrams,
+    Index,
+    Tokenizer,
+}
+
+impl std::fmt::Display for SectionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SectionKind::Rows => "rows",
+            SectionKind::Counts => "counts",
+            SectionKind::Ngrams => "ngrams",
+            SectionKind::Index => "index",
+            SectionKind::Tokenizer => "tokenizer",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Section {
+    pub kind: SectionKind,
+    pub offset: u64,
+    pub len: u64,
+    /// xxh3-64 (seed 0) of the section's `len` bytes.
+    pub checksum: u64,
+}
+
+/// Parameters of the linear-probing index; see `index.rs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexParams {
+    /// Number of home positions (keys map to `0..capacity`).
+    pub capacity: u64,
+    /// Low bits of an entry that hold the slot; the high bits hold the key's top bits.
+    pub slot_bits: u32,
+    /// Entries in the section (capacity + overflow tail + one terminating empty entry).
+    pub len: u64,
+    /// Keys keep only their top `key_bits` bits (64 in production). Fewer bits force
+    /// key collisions, which tests use to exercise the collision path end to end.
+    pub key_bits: u32,
+}
+
+impl IndexParams {
+    /// The mask applied to every key before it is stored or probed.
+    pub fn key_mask(&self) -> u64 {
+        match self.key_bits {
+            0 => 0,
+            b if b >= 64 => u64::MAX,
+            b => !(u64::MAX >> b),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildInfo {
+    /// Seconds since the Unix epoch.
+    pub created_unix: u64,
+    /// `scone-engine <version>`.
+    pub tool: String,
+    /// Free text from the builder's caller (input files, trainer run...).
+    pub source: String,
+    /// Number of pairs of distinct n-grams whose 64-bit keys collided; all stay retrievable.
+    pub key_collisions: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenizerInfo {
+    /// What kind of tokenizer the tokenizer section holds, e.g. `scone-word-tokenizer v1`.
+    pub kind: String,
+    /// xxh3-64 of the tokenizer section, so a serving stack can check it holds the same one.
+    pub fingerprint: u64,
+}
+
+/// Everything about a table except its bulk sections.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub dim: u32,
+    pub dtype: Dtype,
+    /// Longest n-gram length stored (n-grams have 2..=n_max tokens).
+    pub n_max: u32,
+    /// Token ids are < vocab_size.
+    pub vocab_size: u32,
+    pub rows: u64,
+    pub row_stride: u64,
+    pub key_seed: u64,
+    /// True when rows are ordered by descending count (the build had counts).
+    pub hottest_first: bool,
+    pub index: IndexParams,
+    pub build: BuildInfo,
+    pub tokenizer: Option<TokenizerInfo>,
+    pub sections: Vec<Section>,
+}
+
+impl Header {
+    pub fn row_bytes(&self) -> u64 {
+        self.dim as u64 * self.dtype.size() as u64
+    }
+
+    pub fn section(&self, kind: SectionKind) -> Option<&Section> {
+        self.sections.iter().find(|s| s.kind == kind)
+    }
+}
+
+pub const fn align_up(x: u64, a: u64) -> u64 {
+    x.div_ceil(a) * a
+}
+
+pub fn row_stride(dim: u32, dtype: Dtype) -> u64 {
+    align_up(dim as u64 * dtype.size() as u64, STRIDE_ALIGN)
+}
+
+/// Fixed-width little-endian integers, a size limit so that a crafted length
+/// prefix cannot ask for a huge allocation, and no trailing bytes.
+fn bincode_options() -> impl bincode::Options {
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .with_limit(HEADER_BLOCK)
+}
+
+/// Serializes the header block (exactly HEADER_BLOCK bytes).
+pub fn encode_header_block(h: &Header) -> Result<Vec<u8>, String> {
+    let body = bincode_options().serialize(h).map_err(|e| format!("cannot encode header: {e}"))?;
+    if PREAMBLE + body.len() > HEADER_BLOCK as usize {
+        return Err(format!(
+            "header is {} bytes, more than the {} the header block holds (shorten the build source text)",
+            body.len(),
+            HEADER_BLOCK as usize - PREAMBLE
+        ));
+    }
+    let mut block = vec![0u8; HEADER_BLOCK as usize];
+    block[..8].copy_from_slice(&MAGIC);
+    block[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    block[12..16].copy_from_slice(&(body.len() as u32).to_le_bytes());
+    block[16..24].copy_from_slice(&xxhash_rust::xxh3::xxh3_64(&body).to_le_bytes());
+    block[PREAMBLE..PREAMBLE + body.len()].copy_from_slice(&body);
+    Ok(block)
+}
+
+/// What can be wrong with a header block, before a path is attached.
+#[derive(Debug)]
+pub enum HeaderProblem {
+    BadMagic(Vec<u8>),
+    Version(u32),
+    Damaged(String),
+}
+
+/// Parses and checks a header block (at least its first HEADER_BLOCK bytes).
+pub fn decode_header_block(block: &[u8]) -> Result<Header, HeaderProblem> {
+    if block.len() < PREAMBLE || block[..8] != MAGIC {
+        return Err(HeaderProblem::BadMagic(block[..block.len().min(8)].to_vec()));
+    }
+    let u32_at = |o: usize| u32::from_le_bytes([block[o], block[o + 1], block[o + 2], block[o + 3]]);
+    let version = u32_at(8);
+    if version != FORMAT_VERSION {
+        return Err(HeaderProblem::Version(version));
+    }
+    let len = u32_at(12) as usize;
+    let mut sum = [0u8; 8];
+    sum.copy_from_slice(&block[16..24]);
+    let stored = u64::from_le_bytes(sum);
+    let Some(body) = block.get(PREAMBLE..PREAMBLE + len).filter(|_| PREAMBLE + len <= HEADER_BLOCK as usize) else {
+        return Err(HeaderProblem::Damaged(format!(
+            "header length {len} does not fit the {HEADER_BLOCK}-byte header block"
+        )));
+    };
+    let computed = xxhash_rust::xxh3::xxh3_64(body);
+    if computed != stored {
+        return Err(HeaderProblem::Damaged(format!(
+            "header checksum mismatch (stored {stored:#018x}, computed {computed:#018x})"
+        )));
+    }
+    bincode_options().deserialize(body).map_err(|e| HeaderProblem::Damaged(format!("cannot decode header: {e}")))
+}

@@ -1,0 +1,220 @@
+//! The static key index: one flat array of u64 entries, linear probing, built in
+//! key order.
+//!
+//! Entry = `(key & !slot_mask) | slot`: the key's high bits as a fingerprint, the
+//! row slot in the low `slot_bits`. A key's home position is
+//! `(key * capacity) >> 64`, which is monotone in the key, so inserting keys in
+//! ascending order at `max(home, previous + 1)` leaves the array sorted by key:
+//! a probe scans from home and stops at the first entry whose fingerprint is
+//! larger than its own (or at an empty entry). With capacity = n / 0.85 a probe
+//! touches about four entries, one cache line, for hits and misses alike, and the
+//! index costs 8 / 0.85 = 9.4 bytes per key. A fingerprint match is a candidate
+//! only: the caller verifies it against the stored n-gram, and the probe goes on
+//! past candidates that fail, which is also how two n-grams whose keys collide
+//! both stay retrievable. docs/FORMAT.md and docs/ARCHITECTURE.md say why this
+//! was chosen over a minimal perfect hash.
+
+use std::io::Write;
+
+use crate::format::IndexParams;
+
+/// An entry no key can produce: rows < 2^slot_bits - 1, so a real slot is never all ones.
+pub const EMPTY: u64 = u64::MAX;
+/// Target fill of the home range.
+pub const LOAD_FACTOR: f64 = 0.85;
+
+pub fn slot_bits_for(rows: u64) -> u32 {
+    // rows <= 2^bits - 1, so every slot (< rows) is below the all-ones pattern.
+    (64 - rows.leading_zeros()).max(1)
+}
+
+pub fn capacity_for(keys: u64) -> u64 {
+    ((keys as f64 / LOAD_FACTOR).ceil() as u64).max(1)
+}
+
+#[inline]
+pub fn home(key: u64, capacity: u64) -> usize {
+    ((key as u128 * capacity as u128) >> 64) as usize
+}
+
+/// A read-only view of an index section.
+#[derive(Clone, Copy)]
+pub struct IndexView<'a> {
+    entries: &'a [u64],
+    capacity: u64,
+    hi_mask: u64,
+    key_mask: u64,
+}
+
+impl<'a> IndexView<'a> {
+    pub fn new(entries: &'a [u64], params: &IndexParams) -> Self {
+        let slot_mask = 1u64.checked_shl(params.slot_bits).map_or(u64::MAX, |b| b - 1);
+        IndexView { entries, capacity: params.capacity, hi_mask: !slot_mask, key_mask: params.key_mask() }
+    }
+
+    #[inline]
+    pub fn home(&self, key: u64) -> usize {
+        home(key & self.key_mask, self.capacity)
+    }
+
+    /// Hints the CPU to load the key's home cache line.
+    #[inline]
+    pub fn prefetch(&self, key: u64) {
+        if let Some(e) = self.entries.get(self.home(key)) {
+            crate::prefetch::prefetch_read(e);
+        }
+    }
+
+    /// Calls `verify(slot)` for each candidate slot of `key`, in index order, and
+    /// returns the first slot it accepts. Never reads out of bounds, even for a
+    /// damaged array without a terminating empty entry.
+    #[inline]
+    pub fn probe(&self, key: u64, mut verify: impl FnMut(u32) -> bool) -> Option<u32> {
+        let key = key & self.key_mask;
+        let fp = key & self.hi_mask;
+        let mut i = self.home(key);
+        while let Some(&e) = self.entries.get(i) {
+            if e == EMPTY {
+                return None;
+            }
+            let efp = e & self.hi_mask;
+            if efp == fp {
+                let slot = (e & !self.hi_mask) as u32;
+                if verify(slot) {
+                    return Some(slot);
+                }
+            } else if efp > fp {
+                return None;
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// The first candidate slot of `key` (no verification), for the batched matcher.
+    #[inline]
+    pub fn first_candidate(&self, key: u64) -> Option<u32> {
+        self.probe(key, |_| true)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Writes an index section from (key, slot) pairs given in ascending key order.
+pub struct IndexWriter {
+    capacity: u64,
+    slot_bits: u32,
+    key_bits: u32,
+    hi_mask: u64,
+    cursor: u64,
+    last_key: Option<u64>,
+}
+
+impl IndexWriter {
+    /// `key_bits` < 64 only in tests (see [`IndexParams::key_bits`]); keys given to
+    /// `push` must already be masked with [`IndexParams::key_mask`].
+    pub fn new(keys: u64, rows: u64, key_bits: u32) -> Self {
+        let slot_bits = slot_bits_for(rows);
+        IndexWriter {
+            capacity: capacity_for(keys),
+            slot_bits,
+            key_bits,
+            hi_mask: !((1u64 << slot_bits) - 1),
+            cursor: 0,
+            last_key: None,
+        }
+    }
+
+    /// Appends one key. Keys must come in ascending order; equal keys (collisions
+    /// of distinct n-grams) are allowed and are stored side by side.
+    pub fn push(&mut self, key: u64, slot: u32, out: &mut impl Write) -> std::io::Result<()> {
+        debug_assert!(self.last_key.is_none_or(|k| k <= key), "keys must be sorted");
+        debug_assert!(((slot as u64) >> self.slot_bits) == 0);
+        self.last_key = Some(key);
+        let pos = home(key, self.capacity) as u64;
+        while self.cursor < pos {
+            out.write_all(&EMPTY.to_le_bytes())?;
+            self.cursor += 1;
+        }
+        out.write_all(&((key & self.hi_mask) | slot as u64).to_le_bytes())?;
+        self.cursor += 1;
+        Ok(())
+    }
+
+    /// Pads the home range and writes the terminating empty entry.
+    pub fn finish(mut self, out: &mut impl Write) -> std::io::Result<IndexParams> {
+        while self.cursor < self.capacity {
+            out.write_all(&EMPTY.to_le_bytes())?;
+            self.cursor += 1;
+        }
+        out.write_all(&EMPTY.to_le_bytes())?;
+        self.cursor += 1;
+        Ok(IndexParams { capacity: self.capacity, slot_bits: self.slot_bits, len: self.cursor, key_bits: self.key_bits })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn build(keys: &mut [(u64, u32)]) -> (Vec<u64>, IndexParams) {
+        keys.sort();
+        let mut w = IndexWriter::new(keys.len() as u64, keys.len() as u64, 64);
+        let mut bytes = Vec::new();
+        for &(k, s) in keys.iter() {
+            w.push(k, s, &mut bytes).unwrap();
+        }
+        let p = w.finish(&mut bytes).unwrap();
+        let entries: Vec<u64> = bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(entries.len() as u64, p.len);
+        (entries, p)
+    }
+
+    #[test]
+    fn finds_every_key_and_rejects_others() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut keys: Vec<(u64, u32)> = (0..20_000u32).map(|s| (rng.gen(), s)).collect();
+        let truth: std::collections::HashMap<u64, u32> = keys.iter().copied().collect();
+        let (entries, p) = build(&mut keys);
+        let ix = IndexView::new(&entries, &p);
+        for (&k, &s) in &truth {
+            assert_eq!(ix.probe(k, |c| c == s), Some(s));
+        }
+        for _ in 0..20_000 {
+            let k: u64 = rng.gen();
+            if !truth.contains_key(&k) {
+                assert_eq!(ix.probe(k, |c| truth.get(&k) == Some(&c)), None);
+            }
+        }
+        // a few bytes per key
+        assert!((entries.len() * 8) as f64 / truth.len() as f64 <= 10.0);
+    }
+
+    #[test]
+    fn colliding_keys_stay_retrievable() {
+        let mut keys = vec![(42u64, 0u32), (42, 1), (42, 2), (7, 3)];
+        let (entries, p) = build(&mut keys);
+        let ix = IndexView::new(&entries, &p);
+        for want in 0..3u32 {
+            assert_eq!(ix.probe(42, |c| c == want), Some(want));
+        }
+        assert_eq!(ix.probe(42, |_| false), None);
+    }
+
+    #[test]
+    fn damaged_array_without_terminator_does_not_panic() {
+        let p = IndexParams { capacity: 4, slot_bits: 2, len: 4, key_bits: 64 };
+        let entries = [0u64, 0, 0, 0];
+        let ix = IndexView::new(&entries, &p);
+        assert_eq!(ix.probe(u64::MAX, |_| false), None);
+        let ix = IndexView::new(&[], &p);
+        assert_eq!(ix.probe(123, |_| true), None);
+    }
+}

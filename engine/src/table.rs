@@ -1,0 +1,263 @@
+//! An open, immutable table: the header, the memory-mapped sections, lookups.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::dtype::Dtype;
+use crate::error::OpenError;
+use crate::format::{
+    decode_header_block, Header, HeaderProblem, Section, SectionKind, HEADER_BLOCK, MAX_N, SECTION_ALIGN, STRIDE_ALIGN,
+    TOKEN_PAD,
+};
+use crate::index::{IndexView, EMPTY};
+use crate::key::ngram_key;
+
+/// How much to check when opening.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenOptions {
+    /// Also checksum the rows section at open (reads the whole file). `scone verify`
+    /// and [`Table::verify`] do it on demand instead.
+    pub verify_rows: bool,
+}
+
+/// An open table. Cheap to share across threads (`&Table` is `Sync`).
+pub struct Table {
+    path: PathBuf,
+    header: Header,
+    map: Mmap,
+    rows: Section,
+    ngrams: Section,
+    index: Section,
+    counts: Option<Section>,
+    tokenizer: Option<Section>,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table").field("path", &self.path).field("header", &self.header).finish()
+    }
+}
+
+impl Table {
+    /// Opens a table, checking the header and the checksums of every section but
+    /// the rows.
+    pub fn open(path: impl AsRef<Path>) -> Result<Table, OpenError> {
+        Self::open_with(path, OpenOptions::default())
+    }
+
+    pub fn open_with(path: impl AsRef<Path>, opts: OpenOptions) -> Result<Table, OpenError> {
+        let path = path.as_ref().to_path_buf();
+        if cfg!(target_endian = "big") {
+            return Err(OpenError::BigEndianHost { path });
+        }
+        let file = File::open(&path).map_err(|source| OpenError::Io { path: path.clone(), source })?;
+        // SAFETY: tables are immutable: scone never writes to a file once it has been
+        // renamed into place (a new version is a new file). Modifying or truncating a
+        // table file while it is open is outside the contract (docs/FORMAT.md); the
+        // mapping is read-only, so no Rust reference ever aliases a write from us.
+        let map = unsafe { Mmap::map(&file) }.map_err(|source| OpenError::Io { path: path.clone(), source })?;
+        let block = &map[..map.len().min(HEADER_BLOCK as usize)];
+        let header = decode_header_block(block).map_err(|p| match p {
+            HeaderProblem::BadMagic(found) => OpenError::BadMagic { path: path.clone(), found },
+            HeaderProblem::Version(found) => OpenError::UnsupportedVersion {
+                path: path.clone(),
+                found,
+                supported: crate::format::FORMAT_VERSION,
+            },
+            HeaderProblem::Damaged(reason) => OpenError::BadHeader { path: path.clone(), reason },
+        })?;
+        let t = Self::check_layout(path, header, map)?;
+        for s in [Some(t.ngrams), Some(t.index), t.counts, t.tokenizer].into_iter().flatten() {
+            t.check_section(&s)?;
+        }
+        if opts.verify_rows {
+            t.check_section(&t.rows)?;
+        }
+        Ok(t)
+    }
+
+    /// Validates the header's numbers against each other and the file size.
+    fn check_layout(path: PathBuf, header: Header, map: Mmap) -> Result<Table, OpenError> {
+        let bad_header = |reason: String| OpenError::BadHeader { path: path.clone(), reason };
+        let h = &header;
+        if h.dim == 0 || h.n_max < 2 || h.n_max as usize > MAX_N || h.rows == 0 || h.rows >= u32::MAX as u64 {
+            return Err(bad_header(format!(
+                "implausible shape: dim {}, n_max {}, rows {}",
+                h.dim, h.n_max, h.rows
+            )));
+        }
+        let row_bytes = h.row_bytes();
+        if h.row_stride < row_bytes || h.row_stride % STRIDE_ALIGN != 0 {
+            return Err(bad_header(format!(
+                "row stride {} does not hold a {row_bytes}-byte row at {STRIDE_ALIGN}-byte alignment",
+                h.row_stride
+            )));
+        }
+        if h.index.key_bits == 0 || h.index.key_bits > 64 {
+            return Err(bad_header(format!("index key bits {} not in 1..=64", h.index.key_bits)));
+        }
+        if h.index.slot_bits == 0 || h.index.slot_bits > 32 || (h.rows >> h.index.slot_bits) != 0 {
+            return Err(bad_header(format!("index slot bits {} cannot address {} rows", h.index.slot_bits, h.rows)));
+        }
+        let file_len = map.len() as u64;
+        let section = |kind: SectionKind, expect_len: Option<u64>| -> Result<Option<Section>, OpenError> {
+            let Some(s) = h.section(kind).copied() else { return Ok(None) };
+            let bad = |reason: String| OpenError::BadSection { path: path.clone(), section: kind, reason };
+            if s.offset % SECTION_ALIGN != 0 || s.offset < HEADER_BLOCK {
+                return Err(bad(format!("offset {} is not a {SECTION_ALIGN}-aligned offset after the header", s.offset)));
+            }
+            if s.offset.checked_add(s.len).is_none_or(|end| end > file_len) {
+                return Err(bad(format!(
+                    "{} bytes at offset {} run past the end of the {file_len}-byte file (truncated?)",
+                    s.len, s.offset
+                )));
+            }
+            if let Some(want) = expect_len {
+                if s.len != want {
+                    return Err(bad(format!("is {} bytes; the header implies {want}", s.len)));
+                }
+            }
+            Ok(Some(s))
+        };
+        let missing = |kind| OpenError::BadSection { path: path.clone(), section: kind, reason: "missing".into() };
+        let rows = section(SectionKind::Rows, Some(h.rows * h.row_stride))?.ok_or_else(|| missing(SectionKind::Rows))?;
+        let ngrams = section(SectionKind::Ngrams, Some(h.rows * h.n_max as u64 * 4))?
+            .ok_or_else(|| missing(SectionKind::Ngrams))?;
+        let index = section(SectionKind::Index, Some(h.index.len * 8))?.ok_or_else(|| missing(SectionKind::Index))?;
+        let counts = section(SectionKind::Counts, Some(h.rows * 8))?;
+        let tokenizer = section(SectionKind::Tokenizer, None)?;
+        if h.hottest_first && counts.is_none() {
+            return Err(missing(SectionKind::Counts));
+        }
+        if h.index.len < 1 || h.index.capacity >= h.index.len {
+            return Err(bad_header(format!(
+                "index of {} entries cannot have {} home positions",
+                h.index.len, h.index.capacity
+            )));
+        }
+        Ok(Table { path, header, map, rows, ngrams, index, counts, tokenizer })
+    }
+
+    fn check_section(&self, s: &Section) -> Result<(), OpenError> {
+        let computed = xxhash_rust::xxh3::xxh3_64(self.bytes(s));
+        if computed != s.checksum {
+            return Err(OpenError::Checksum { path: self.path.clone(), section: s.kind, stored: s.checksum, computed });
+        }
+        if s.kind == SectionKind::Index && self.index_entries().last() != Some(&EMPTY) {
+            return Err(OpenError::BadSection {
+                path: self.path.clone(),
+                section: s.kind,
+                reason: "does not end with an empty entry".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checksums every section, the rows included. Returns the sections checked.
+    pub fn verify(&self) -> Result<Vec<Section>, OpenError> {
+        let all = [Some(self.rows), self.counts, Some(self.ngrams), Some(self.index), self.tokenizer];
+        let all: Vec<Section> = all.into_iter().flatten().collect();
+        for s in &all {
+            self.check_section(s)?;
+        }
+        Ok(all)
+    }
+
+    fn bytes(&self, s: &Section) -> &[u8] {
+        // In bounds: check_layout verified offset + len <= file length.
+        &self.map[s.offset as usize..(s.offset + s.len) as usize]
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.header.rows
+    }
+
+    pub fn dim(&self) -> usize {
+        self.header.dim as usize
+    }
+
+    pub fn dtype(&self) -> Dtype {
+        self.header.dtype
+    }
+
+    pub fn n_max(&self) -> usize {
+        self.header.n_max as usize
+    }
+
+    pub fn file_len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    pub(crate) fn index_entries(&self) -> &[u64] {
+        // Aligned: the section offset is a multiple of 4096 within a page-aligned map.
+        bytemuck::cast_slice(self.bytes(&self.index))
+    }
+
+    pub fn index(&self) -> IndexView<'_> {
+        IndexView::new(self.index_entries(), &self.header.index)
+    }
+
+    /// Bytes the index occupies in memory.
+    pub fn index_bytes(&self) -> u64 {
+        self.index.len
+    }
+
+    /// The padded token records, `n_max` u32 per slot.
+    pub(crate) fn ngram_words(&self) -> &[u32] {
+        bytemuck::cast_slice(self.bytes(&self.ngrams))
+    }
+
+    /// The stored n-gram at `slot` (None if out of range).
+    pub fn ngram(&self, slot: u32) -> Option<&[u32]> {
+        let n = self.n_max();
+        let rec = self.ngram_words().get(slot as usize * n..(slot as usize + 1) * n)?;
+        let len = rec.iter().position(|&t| t == TOKEN_PAD).unwrap_or(n);
+        Some(&rec[..len])
+    }
+
+    /// The count stored for `slot`, when the table was built with counts.
+    pub fn count(&self, slot: u32) -> Option<u64> {
+        let c = self.counts?;
+        let b = self.bytes(&c).get(slot as usize * 8..slot as usize * 8 + 8)?;
+        Some(u64::from_le_bytes(b.try_into().ok()?))
+    }
+
+    /// The stored bytes of a row (without stride padding).
+    pub fn row_bytes(&self, slot: u32) -> Option<&[u8]> {
+        if slot as u64 >= self.header.rows {
+            return None;
+        }
+        let start = slot as usize * self.header.row_stride as usize;
+        self.bytes(&self.rows).get(start..start + self.header.row_bytes() as usize)
+    }
+
+    /// The whole rows section (stride-padded), for gathers.
+    pub(crate) fn rows_section(&self) -> &[u8] {
+        self.bytes(&self.rows)
+    }
+
+    /// The slot of an n-gram, verified against the stored tokens.
+    pub fn lookup(&self, ngram: &[u32]) -> Option<u32> {
+        if ngram.len() < 2 || ngram.len() > self.n_max() {
+            return None;
+        }
+        let key = ngram_key(ngram, self.header.key_seed);
+        self.index().probe(key, |slot| self.ngram(slot) == Some(ngram))
+    }
+
+    /// The embedded tokenizer, if the builder was given one: (kind, bytes).
+    pub fn tokenizer(&self) -> Option<(&str, &[u8])> {
+        let info = self.header.tokenizer.as_ref()?;
+        Some((info.kind.as_str(), self.bytes(self.tokenizer.as_ref()?)))
+    }
+}

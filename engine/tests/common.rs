@@ -1,0 +1,61 @@
+//! Shared helpers for the engine's integration tests.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use engine::{BuildConfig, BuildSummary, Dtype, TableBuilder};
+use rand::{Rng, SeedableRng};
+
+pub struct Spec {
+    pub ngrams: Vec<Vec<u32>>,
+    pub rows: Vec<Vec<f32>>,
+    pub counts: Option<Vec<u64>>,
+}
+
+/// Distinct random n-grams with rows whose values are exact in f16/bf16 (small
+/// multiples of 1/8), so round trips compare exactly.
+pub fn random_spec(seed: u64, n: usize, vocab: u32, n_max: usize, dim: usize, counts: bool) -> Spec {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut seen = std::collections::HashSet::new();
+    let mut ngrams = Vec::new();
+    let mut tries = 0;
+    while ngrams.len() < n && tries < n * 50 {
+        tries += 1;
+        let len = rng.gen_range(2..=n_max);
+        let g: Vec<u32> = (0..len).map(|_| rng.gen_range(0..vocab)).collect();
+        if seen.insert(g.clone()) {
+            ngrams.push(g);
+        }
+    }
+    let rows = (0..ngrams.len())
+        .map(|_| (0..dim).map(|_| rng.gen_range(-64i32..64) as f32 / 8.0).collect())
+        .collect();
+    let counts = counts.then(|| (0..ngrams.len()).map(|_| rng.gen_range(1..1000u64)).collect());
+    Spec { ngrams, rows, counts }
+}
+
+pub fn build(path: &Path, spec: &Spec, cfg: BuildConfig) -> BuildSummary {
+    let mut b = TableBuilder::create(path, cfg).unwrap();
+    for (i, (g, r)) in spec.ngrams.iter().zip(&spec.rows).enumerate() {
+        b.push(g, r, spec.counts.as_ref().map(|c| c[i])).unwrap();
+    }
+    b.finish().unwrap()
+}
+
+pub fn config(dim: usize, dtype: Dtype, n_max: usize, vocab: u32) -> BuildConfig {
+    BuildConfig::new(dim as u32, dtype, n_max as u32, vocab)
+}
+
+/// The reference a naive user would write: a map from n-gram to input record.
+pub fn naive_map(spec: &Spec) -> HashMap<Vec<u32>, usize> {
+    spec.ngrams.iter().cloned().enumerate().map(|(i, g)| (g, i)).collect()
+}
+
+/// Files in a directory (to check that failed builds leave nothing behind).
+pub fn dir_entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
