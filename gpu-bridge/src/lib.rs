@@ -1,1 +1,27 @@
-//! placeholder
+//! Bridge between host staging memory and GPU memory for scone.
+//!
+//! The CUDA driver (`libcuda`) is loaded at *run time* through cudarc's
+//! dynamic loading: this crate builds without a CUDA toolkit, and its
+//! binaries start on machines without a GPU, where [`Gpu::open`] returns
+//! [`BridgeError::NoDriver`] / [`BridgeError::NoDevice`] instead of
+//! panicking.
+//!
+//! What exists:
+//! - [`Gpu`]: an opened device (primary context + one non-blocking stream),
+//!   [`Gpu::device_name`], [`Gpu::total_memory`].
+//! - [`PinnedBuffer`]: page-locked host bytes (`cuMemHostAlloc`).
+//! - [`DeviceBuffer`]: device bytes.
+//! - [`Gpu::copy_to_device`] / [`Gpu::copy_to_host`]: asynchronous copies on
+//!   the stream, each returning a [`CopyEvent`] to wait on or poll.
+//! - [`probe_bandwidth`]: pinned HtoD bandwidth in GB/s.
+//! - [`check_driver`], [`driver_version`], [`device_count`].
+
+mod driver;
+mod error;
+mod gpu;
+mod probe;
+
+pub use driver::{check_driver, device_count, driver_version};
+pub use error::BridgeError;
+pub use gpu::{CopyEvent, DeviceBuffer, Gpu, PinnedBuffer};
+pub use probe::probe_bandwidth;
