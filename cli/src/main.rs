@@ -1,1 +1,62 @@
-fn main() {}
+//! `scone`: build, inspect, query and demo f-gram embedding tables.
+
+mod build_cmd;
+mod demo;
+mod inspect;
+mod match_cmd;
+mod progress;
+mod synthetic;
+mod text;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "scone", version, about = "Storage engine for precomputed n-gram (f-gram) embeddings")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a table from an embeddings file (.npy or .safetensors, [rows, dim]) and
+    /// an n-gram file (one `t1 t2 ... tn[<TAB>count]` line per row, same order).
+    Build(build_cmd::BuildArgs),
+    /// Show a table's header: shape, dtype, index, sections, build metadata.
+    Info {
+        table: PathBuf,
+        /// Print JSON (format in docs/CLI.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Look one n-gram up and summarise its row.
+    Get(inspect::GetArgs),
+    /// Show the longest f-gram that ends at each position of a token sequence.
+    Match(match_cmd::MatchArgs),
+    /// Check every section's checksum, the rows included.
+    Verify { table: PathBuf },
+    /// Build a table from the bundled King James Bible and query it.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Build(a) => build_cmd::run(a),
+        Command::Info { table, json } => inspect::info(&table, json),
+        Command::Get(a) => inspect::get(a),
+        Command::Match(a) => match_cmd::run(a),
+        Command::Verify { table } => inspect::verify(&table),
+        Command::Demo(a) => demo::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

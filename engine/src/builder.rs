@@ -142,10 +142,8 @@ impl TableBuilder {
             _ => PathBuf::from("."),
         };
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let tmp_path = dir.join(format!(".{name}.tmp-{}-{nanos}", std::process::id()));
         let io = |p: &Path| {
             let p = p.to_path_buf();
@@ -201,7 +199,10 @@ impl TableBuilder {
             return bad(format!("n-gram has {} tokens; tables hold 2..={n_max}", ngram.len()));
         }
         if let Some((i, &t)) = ngram.iter().enumerate().find(|(_, &t)| t >= self.cfg.vocab_size) {
-            return bad(format!("token id {t} at position {i} is not below the vocabulary size {}", self.cfg.vocab_size));
+            return bad(format!(
+                "token id {t} at position {i} is not below the vocabulary size {}",
+                self.cfg.vocab_size
+            ));
         }
         if row.len() != self.cfg.dim as usize {
             return bad(format!("row has {} values; the table's dim is {}", row.len(), self.cfg.dim));
@@ -301,7 +302,7 @@ impl TableBuilder {
             while sorted.next_into(&mut rec).map_err(|e| self.temp_err(e))? {
                 self.lay_out(&rec, slot)?;
                 slot += 1;
-                if slot % 65536 == 0 {
+                if slot.is_multiple_of(65536) {
                     progress(BuildPhase::Rows, slot, rows);
                 }
             }
@@ -362,7 +363,7 @@ impl TableBuilder {
             group.push((ordinal, tokens.to_vec()));
             writer.push(key, slot, &mut out).map_err(|e| self.out_err(e))?;
             done += 1;
-            if done % 65536 == 0 {
+            if done.is_multiple_of(65536) {
                 progress(BuildPhase::Index, done, keys);
             }
         }

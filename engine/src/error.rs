@@ -70,5 +70,6 @@ pub enum Error {
     Build(#[from] BuildError),
     #[error(transparent)]
     Gather(#[from] GatherError),
-    // INGEST-VARIANT
+    #[error(transparent)]
+    Ingest(#[from] crate::ingest::IngestError),
 }

@@ -148,10 +148,7 @@ pub fn row_stride(dim: u32, dtype: Dtype) -> u64 {
 /// prefix cannot ask for a huge allocation, and no trailing bytes.
 fn bincode_options() -> impl bincode::Options {
     use bincode::Options;
-    bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .with_little_endian()
-        .with_limit(HEADER_BLOCK)
+    bincode::DefaultOptions::new().with_fixint_encoding().with_little_endian().with_limit(HEADER_BLOCK)
 }
 
 /// Serializes the header block (exactly HEADER_BLOCK bytes).

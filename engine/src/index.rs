@@ -155,7 +155,12 @@ impl IndexWriter {
         }
         out.write_all(&EMPTY.to_le_bytes())?;
         self.cursor += 1;
-        Ok(IndexParams { capacity: self.capacity, slot_bits: self.slot_bits, len: self.cursor, key_bits: self.key_bits })
+        Ok(IndexParams {
+            capacity: self.capacity,
+            slot_bits: self.slot_bits,
+            len: self.cursor,
+            key_bits: self.key_bits,
+        })
     }
 }
 

@@ -61,11 +61,9 @@ impl Table {
         let block = &map[..map.len().min(HEADER_BLOCK as usize)];
         let header = decode_header_block(block).map_err(|p| match p {
             HeaderProblem::BadMagic(found) => OpenError::BadMagic { path: path.clone(), found },
-            HeaderProblem::Version(found) => OpenError::UnsupportedVersion {
-                path: path.clone(),
-                found,
-                supported: crate::format::FORMAT_VERSION,
-            },
+            HeaderProblem::Version(found) => {
+                OpenError::UnsupportedVersion { path: path.clone(), found, supported: crate::format::FORMAT_VERSION }
+            }
             HeaderProblem::Damaged(reason) => OpenError::BadHeader { path: path.clone(), reason },
         })?;
         let t = Self::check_layout(path, header, map)?;
@@ -83,13 +81,10 @@ impl Table {
         let bad_header = |reason: String| OpenError::BadHeader { path: path.clone(), reason };
         let h = &header;
         if h.dim == 0 || h.n_max < 2 || h.n_max as usize > MAX_N || h.rows == 0 || h.rows >= u32::MAX as u64 {
-            return Err(bad_header(format!(
-                "implausible shape: dim {}, n_max {}, rows {}",
-                h.dim, h.n_max, h.rows
-            )));
+            return Err(bad_header(format!("implausible shape: dim {}, n_max {}, rows {}", h.dim, h.n_max, h.rows)));
         }
         let row_bytes = h.row_bytes();
-        if h.row_stride < row_bytes || h.row_stride % STRIDE_ALIGN != 0 {
+        if h.row_stride < row_bytes || !h.row_stride.is_multiple_of(STRIDE_ALIGN) {
             return Err(bad_header(format!(
                 "row stride {} does not hold a {row_bytes}-byte row at {STRIDE_ALIGN}-byte alignment",
                 h.row_stride
@@ -105,8 +100,11 @@ impl Table {
         let section = |kind: SectionKind, expect_len: Option<u64>| -> Result<Option<Section>, OpenError> {
             let Some(s) = h.section(kind).copied() else { return Ok(None) };
             let bad = |reason: String| OpenError::BadSection { path: path.clone(), section: kind, reason };
-            if s.offset % SECTION_ALIGN != 0 || s.offset < HEADER_BLOCK {
-                return Err(bad(format!("offset {} is not a {SECTION_ALIGN}-aligned offset after the header", s.offset)));
+            if !s.offset.is_multiple_of(SECTION_ALIGN) || s.offset < HEADER_BLOCK {
+                return Err(bad(format!(
+                    "offset {} is not a {SECTION_ALIGN}-aligned offset after the header",
+                    s.offset
+                )));
             }
             if s.offset.checked_add(s.len).is_none_or(|end| end > file_len) {
                 return Err(bad(format!(
@@ -122,7 +120,8 @@ impl Table {
             Ok(Some(s))
         };
         let missing = |kind| OpenError::BadSection { path: path.clone(), section: kind, reason: "missing".into() };
-        let rows = section(SectionKind::Rows, Some(h.rows * h.row_stride))?.ok_or_else(|| missing(SectionKind::Rows))?;
+        let rows =
+            section(SectionKind::Rows, Some(h.rows * h.row_stride))?.ok_or_else(|| missing(SectionKind::Rows))?;
         let ngrams = section(SectionKind::Ngrams, Some(h.rows * h.n_max as u64 * 4))?
             .ok_or_else(|| missing(SectionKind::Ngrams))?;
         let index = section(SectionKind::Index, Some(h.index.len * 8))?.ok_or_else(|| missing(SectionKind::Index))?;

@@ -28,9 +28,7 @@ pub fn random_spec(seed: u64, n: usize, vocab: u32, n_max: usize, dim: usize, co
             ngrams.push(g);
         }
     }
-    let rows = (0..ngrams.len())
-        .map(|_| (0..dim).map(|_| rng.gen_range(-64i32..64) as f32 / 8.0).collect())
-        .collect();
+    let rows = (0..ngrams.len()).map(|_| (0..dim).map(|_| rng.gen_range(-64i32..64) as f32 / 8.0).collect()).collect();
     let counts = counts.then(|| (0..ngrams.len()).map(|_| rng.gen_range(1..1000u64)).collect());
     Spec { ngrams, rows, counts }
 }

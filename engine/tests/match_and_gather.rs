@@ -7,11 +7,13 @@ use proptest::prelude::*;
 
 /// The reference matcher: at each position try every length from n_max down,
 /// looking the suffix up in a plain HashMap.
-fn naive_match(map: &std::collections::HashMap<Vec<u32>, usize>, n_max: usize, tokens: &[u32]) -> Vec<Option<(usize, usize)>> {
+fn naive_match(
+    map: &std::collections::HashMap<Vec<u32>, usize>,
+    n_max: usize,
+    tokens: &[u32],
+) -> Vec<Option<(usize, usize)>> {
     (0..tokens.len())
-        .map(|p| {
-            (2..=n_max.min(p + 1)).rev().find_map(|len| map.get(&tokens[p + 1 - len..=p]).map(|&rec| (rec, len)))
-        })
+        .map(|p| (2..=n_max.min(p + 1)).rev().find_map(|len| map.get(&tokens[p + 1 - len..=p]).map(|&rec| (rec, len))))
         .collect()
 }
 

@@ -42,9 +42,7 @@ pub enum CorpusError {
 /// Revelation 22:21).
 pub fn kjv() -> Result<Vec<Verse>, CorpusError> {
     let mut raw = Vec::new();
-    FrameDecoder::new(KJV_LZ4)
-        .read_to_end(&mut raw)
-        .map_err(CorpusError::Bundled)?;
+    FrameDecoder::new(KJV_LZ4).read_to_end(&mut raw).map_err(CorpusError::Bundled)?;
     let text = utf8(raw, "bundled KJV corpus")?;
     parse_verses(&text)
 }
@@ -59,17 +57,12 @@ pub fn parse_verses(text: &str) -> Result<Vec<Verse>, CorpusError> {
         if line.trim().is_empty() {
             continue;
         }
-        let (reference, body) = line
-            .split_once('\t')
-            .ok_or(CorpusError::MissingTab { line: line_no })?;
+        let (reference, body) = line.split_once('\t').ok_or(CorpusError::MissingTab { line: line_no })?;
         let reference = reference.trim();
         if reference.is_empty() {
             return Err(CorpusError::EmptyReference { line: line_no });
         }
-        verses.push(Verse {
-            reference: reference.to_owned(),
-            text: body.trim().to_owned(),
-        });
+        verses.push(Verse { reference: reference.to_owned(), text: body.trim().to_owned() });
     }
     Ok(verses)
 }
@@ -78,37 +71,23 @@ pub fn parse_verses(text: &str) -> Result<Vec<Verse>, CorpusError> {
 /// from an LZ4 frame file when the extension is `.lz4`. Lines are trimmed.
 pub fn read_text_file(path: impl AsRef<Path>) -> Result<Vec<String>, CorpusError> {
     let path = path.as_ref();
-    let io_err = |source| CorpusError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_err = |source| CorpusError::Io { path: path.to_path_buf(), source };
     let raw = std::fs::read(path).map_err(io_err)?;
-    let is_lz4 = path
-        .extension()
-        .is_some_and(|ext| ext.eq_ignore_ascii_case("lz4"));
+    let is_lz4 = path.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("lz4"));
     let raw = if is_lz4 {
         let mut out = Vec::new();
-        FrameDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(io_err)?;
+        FrameDecoder::new(raw.as_slice()).read_to_end(&mut out).map_err(io_err)?;
         out
     } else {
         raw
     };
     let text = utf8(raw, &path.display().to_string())?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect())
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
 }
 
 fn utf8(raw: Vec<u8>, what: &str) -> Result<String, CorpusError> {
-    String::from_utf8(raw).map_err(|e| CorpusError::NotUtf8 {
-        what: what.to_owned(),
-        offset: e.utf8_error().valid_up_to(),
-    })
+    String::from_utf8(raw)
+        .map_err(|e| CorpusError::NotUtf8 { what: what.to_owned(), offset: e.utf8_error().valid_up_to() })
 }
 
 #[cfg(test)]

@@ -8,8 +8,7 @@ pub mod tokenizer;
 
 pub use corpus::{kjv, parse_verses, read_text_file, CorpusError, Verse};
 pub use ngram_count::{
-    count_ngrams, count_ngrams_with_stats, CountConfig, CountError, CountStats, MergedCounts,
-    NgramCount, NgramCounter,
+    count_ngrams, count_ngrams_with_stats, CountConfig, CountError, CountStats, MergedCounts, NgramCount, NgramCounter,
 };
 pub use select::{select_fgrams, try_select_fgrams};
 pub use tokenizer::{TokenizerError, WordTokenizer};

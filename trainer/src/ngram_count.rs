@@ -55,12 +55,7 @@ pub struct CountConfig {
 impl Default for CountConfig {
     /// n = 2..=4 with a 1 GiB budget.
     fn default() -> Self {
-        CountConfig {
-            n_min: 2,
-            n_max: 4,
-            memory_budget_bytes: 1 << 30,
-            temp_dir: None,
-        }
+        CountConfig { n_min: 2, n_max: 4, memory_budget_bytes: 1 << 30, temp_dir: None }
     }
 }
 
@@ -118,10 +113,7 @@ impl Key {
     fn new(tokens: &[u32]) -> Key {
         let mut toks = [0; MAX_N];
         toks[..tokens.len()].copy_from_slice(tokens);
-        Key {
-            len: tokens.len() as u8,
-            toks,
-        }
+        Key { len: tokens.len() as u8, toks }
     }
 
     fn as_slice(&self) -> &[u32] {
@@ -195,10 +187,7 @@ pub struct NgramCounter {
 impl NgramCounter {
     pub fn new(cfg: CountConfig) -> Result<Self, CountError> {
         if cfg.n_min == 0 || cfg.n_min > cfg.n_max || cfg.n_max > MAX_N {
-            return Err(CountError::InvalidConfig {
-                n_min: cfg.n_min,
-                n_max: cfg.n_max,
-            });
+            return Err(CountError::InvalidConfig { n_min: cfg.n_min, n_max: cfg.n_max });
         }
         Ok(NgramCounter {
             max_entries: (cfg.memory_budget_bytes / BYTES_PER_ENTRY).max(1),
@@ -215,10 +204,7 @@ impl NgramCounter {
         for start in 0..doc.len() {
             let longest = self.cfg.n_max.min(doc.len() - start);
             for n in self.cfg.n_min..=longest {
-                *self
-                    .map
-                    .entry(Key::new(&doc[start..start + n]))
-                    .or_insert(0) += 1;
+                *self.map.entry(Key::new(&doc[start..start + n])).or_insert(0) += 1;
                 self.stats.occurrences += 1;
                 if self.map.len() >= self.max_entries {
                     self.spill()?;
@@ -247,10 +233,8 @@ impl NgramCounter {
         while self.runs.len() > MERGE_FAN_IN {
             let batch: Vec<NamedTempFile> = self.runs.drain(..MERGE_FAN_IN).collect();
             let merged = MergedCounts::new(open_runs(batch)?, self.stats.clone());
-            let run = write_run(
-                self.cfg.temp_dir.as_deref(),
-                merged.map(|r| r.map(|c| (Key::new(&c.tokens), c.count))),
-            )?;
+            let run =
+                write_run(self.cfg.temp_dir.as_deref(), merged.map(|r| r.map(|c| (Key::new(&c.tokens), c.count))))?;
             self.runs.push(run);
             self.stats.intermediate_runs += 1;
         }
@@ -280,10 +264,7 @@ fn write_run(
         .suffix(".run")
         .tempfile_in(&dir)
         .map_err(|source| CountError::CreateRun { dir, source })?;
-    let io_err = |source| CountError::RunIo {
-        path: file.path().to_path_buf(),
-        source,
-    };
+    let io_err = |source| CountError::RunIo { path: file.path().to_path_buf(), source };
     let mut w = BufWriter::new(file.as_file());
     w.write_all(RUN_MAGIC).map_err(io_err)?;
     for entry in entries {
@@ -309,15 +290,8 @@ struct RunReader {
 
 impl RunReader {
     fn open(file: NamedTempFile) -> Result<Self, CountError> {
-        let handle = file.reopen().map_err(|source| CountError::RunIo {
-            path: file.path().to_path_buf(),
-            source,
-        })?;
-        let mut run = RunReader {
-            reader: BufReader::new(handle),
-            file,
-            last: None,
-        };
+        let handle = file.reopen().map_err(|source| CountError::RunIo { path: file.path().to_path_buf(), source })?;
+        let mut run = RunReader { reader: BufReader::new(handle), file, last: None };
         let mut magic = [0u8; 8];
         run.read_exact(&mut magic)?;
         if &magic != RUN_MAGIC {
@@ -327,10 +301,7 @@ impl RunReader {
     }
 
     fn corrupt(&self, detail: String) -> CountError {
-        CountError::CorruptRun {
-            path: self.file.path().to_path_buf(),
-            detail,
-        }
+        CountError::CorruptRun { path: self.file.path().to_path_buf(), detail }
     }
 
     fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), CountError> {
@@ -338,10 +309,7 @@ impl RunReader {
             if source.kind() == io::ErrorKind::UnexpectedEof {
                 self.corrupt("truncated (no end marker)".into())
             } else {
-                CountError::RunIo {
-                    path: self.file.path().to_path_buf(),
-                    source,
-                }
+                CountError::RunIo { path: self.file.path().to_path_buf(), source }
             }
         })
     }
@@ -375,10 +343,7 @@ impl RunReader {
 }
 
 fn open_runs(files: Vec<NamedTempFile>) -> Result<Vec<Source>, CountError> {
-    files
-        .into_iter()
-        .map(|f| RunReader::open(f).map(|r| Source::Run(Box::new(r))))
-        .collect()
+    files.into_iter().map(|f| RunReader::open(f).map(|r| Source::Run(Box::new(r)))).collect()
 }
 
 enum Source {
@@ -420,13 +385,7 @@ impl MergedCounts {
                 }
             }
         }
-        MergedCounts {
-            sources,
-            heap,
-            stats,
-            pending_error,
-            failed: false,
-        }
+        MergedCounts { sources, heap, stats, pending_error, failed: false }
     }
 
     /// Counting statistics (spilled runs etc.).
@@ -473,10 +432,7 @@ impl Iterator for MergedCounts {
             return Some(Err(e));
         }
         match self.next_merged() {
-            Ok(Some((key, count))) => Some(Ok(NgramCount {
-                tokens: key.as_slice().to_vec(),
-                count,
-            })),
+            Ok(Some((key, count))) => Some(Ok(NgramCount { tokens: key.as_slice().to_vec(), count })),
             Ok(None) => None,
             Err(e) => {
                 self.failed = true;
@@ -496,10 +452,7 @@ where
 }
 
 /// Like [`count_ngrams`], also returning the counting statistics.
-pub fn count_ngrams_with_stats<I>(
-    docs: I,
-    cfg: &CountConfig,
-) -> Result<(Vec<NgramCount>, CountStats), CountError>
+pub fn count_ngrams_with_stats<I>(docs: I, cfg: &CountConfig) -> Result<(Vec<NgramCount>, CountStats), CountError>
 where
     I: IntoIterator,
     I::Item: AsRef<[u32]>,
@@ -519,26 +472,14 @@ mod tests {
     use super::*;
 
     fn cfg(n_min: usize, n_max: usize, budget: usize, dir: &Path) -> CountConfig {
-        CountConfig {
-            n_min,
-            n_max,
-            memory_budget_bytes: budget,
-            temp_dir: Some(dir.to_path_buf()),
-        }
+        CountConfig { n_min, n_max, memory_budget_bytes: budget, temp_dir: Some(dir.to_path_buf()) }
     }
 
     #[test]
     fn rejects_bad_config() {
         for (lo, hi) in [(0, 2), (3, 2), (2, MAX_N + 1)] {
-            let c = CountConfig {
-                n_min: lo,
-                n_max: hi,
-                ..CountConfig::default()
-            };
-            assert!(matches!(
-                NgramCounter::new(c),
-                Err(CountError::InvalidConfig { .. })
-            ));
+            let c = CountConfig { n_min: lo, n_max: hi, ..CountConfig::default() };
+            assert!(matches!(NgramCounter::new(c), Err(CountError::InvalidConfig { .. })));
         }
     }
 
@@ -547,8 +488,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let docs: [&[u32]; 2] = [&[1, 0, 1, 0], &[0, 1]];
         let got = count_ngrams(docs, &cfg(1, 2, 1 << 20, dir.path())).unwrap();
-        let want: Vec<(Vec<u32>, u64)> =
-            vec![(vec![0], 3), (vec![0, 1], 2), (vec![1], 3), (vec![1, 0], 2)];
+        let want: Vec<(Vec<u32>, u64)> = vec![(vec![0], 3), (vec![0, 1], 2), (vec![1], 3), (vec![1, 0], 2)];
         let got: Vec<_> = got.into_iter().map(|c| (c.tokens, c.count)).collect();
         assert_eq!(got, want);
     }
@@ -556,14 +496,10 @@ mod tests {
     #[test]
     fn many_runs_merge_in_batches_and_clean_up() {
         let dir = tempfile::tempdir().unwrap();
-        let docs: Vec<Vec<u32>> = (0..50u32)
-            .map(|d| (0..40).map(|i| (i * 7 + d) % 13).collect())
-            .collect();
-        let (big, big_stats) =
-            count_ngrams_with_stats(&docs, &cfg(2, 4, usize::MAX, dir.path())).unwrap();
+        let docs: Vec<Vec<u32>> = (0..50u32).map(|d| (0..40).map(|i| (i * 7 + d) % 13).collect()).collect();
+        let (big, big_stats) = count_ngrams_with_stats(&docs, &cfg(2, 4, usize::MAX, dir.path())).unwrap();
         assert_eq!(big_stats.spilled_runs, 0);
-        let (small, stats) =
-            count_ngrams_with_stats(&docs, &cfg(2, 4, 3 * BYTES_PER_ENTRY, dir.path())).unwrap();
+        let (small, stats) = count_ngrams_with_stats(&docs, &cfg(2, 4, 3 * BYTES_PER_ENTRY, dir.path())).unwrap();
         assert!(stats.spilled_runs > MERGE_FAN_IN, "{stats:?}");
         assert!(stats.intermediate_runs > 0, "{stats:?}");
         assert_eq!(small, big);
@@ -573,21 +509,13 @@ mod tests {
     #[test]
     fn corrupt_run_names_file() {
         let dir = tempfile::tempdir().unwrap();
-        let run = write_run(
-            Some(dir.path()),
-            [(Key::new(&[2, 3]), 5), (Key::new(&[1]), 1)]
-                .into_iter()
-                .map(Ok),
-        )
-        .unwrap();
+        let run =
+            write_run(Some(dir.path()), [(Key::new(&[2, 3]), 5), (Key::new(&[1]), 1)].into_iter().map(Ok)).unwrap();
         let path = run.path().to_path_buf();
         let mut merged = MergedCounts::new(open_runs(vec![run]).unwrap(), CountStats::default());
         // The merge reads one record ahead, so the error may surface early.
         let err = merged.by_ref().find_map(Result::err).unwrap();
-        assert!(
-            err.to_string().contains(&path.display().to_string()),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
         assert!(merged.next().is_none());
 
         let run = write_run(Some(dir.path()), std::iter::empty()).unwrap();

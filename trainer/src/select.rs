@@ -14,10 +14,7 @@ struct Ranked(NgramCount);
 impl Ord for Ranked {
     fn cmp(&self, other: &Self) -> Ordering {
         let (a, b) = (&self.0, &other.0);
-        b.count
-            .cmp(&a.count)
-            .then_with(|| a.tokens.len().cmp(&b.tokens.len()))
-            .then_with(|| a.tokens.cmp(&b.tokens))
+        b.count.cmp(&a.count).then_with(|| a.tokens.len().cmp(&b.tokens.len())).then_with(|| a.tokens.cmp(&b.tokens))
     }
 }
 
@@ -46,16 +43,8 @@ impl Eq for Ranked {}
 /// Streams its input keeping only `top_k` candidates, so it can consume a
 /// [`MergedCounts`](crate::ngram_count::MergedCounts) stream directly (see
 /// [`try_select_fgrams`]).
-pub fn select_fgrams(
-    counts: impl IntoIterator<Item = NgramCount>,
-    top_k: usize,
-    min_count: u64,
-) -> Vec<NgramCount> {
-    match try_select_fgrams(
-        counts.into_iter().map(Ok::<_, std::convert::Infallible>),
-        top_k,
-        min_count,
-    ) {
+pub fn select_fgrams(counts: impl IntoIterator<Item = NgramCount>, top_k: usize, min_count: u64) -> Vec<NgramCount> {
+    match try_select_fgrams(counts.into_iter().map(Ok::<_, std::convert::Infallible>), top_k, min_count) {
         Ok(v) => v,
         Err(never) => match never {},
     }
@@ -90,28 +79,14 @@ mod tests {
     use super::*;
 
     fn ng(tokens: &[u32], count: u64) -> NgramCount {
-        NgramCount {
-            tokens: tokens.to_vec(),
-            count,
-        }
+        NgramCount { tokens: tokens.to_vec(), count }
     }
 
     #[test]
     fn ranks_by_count_then_length_then_tokens() {
-        let input = vec![
-            ng(&[5, 1], 3),
-            ng(&[1, 2, 3], 7),
-            ng(&[2, 2], 7),
-            ng(&[1, 9], 7),
-            ng(&[0, 0], 1),
-            ng(&[4, 4, 4], 3),
-        ];
-        let want = vec![
-            ng(&[1, 9], 7),
-            ng(&[2, 2], 7),
-            ng(&[1, 2, 3], 7),
-            ng(&[5, 1], 3),
-        ];
+        let input =
+            vec![ng(&[5, 1], 3), ng(&[1, 2, 3], 7), ng(&[2, 2], 7), ng(&[1, 9], 7), ng(&[0, 0], 1), ng(&[4, 4, 4], 3)];
+        let want = vec![ng(&[1, 9], 7), ng(&[2, 2], 7), ng(&[1, 2, 3], 7), ng(&[5, 1], 3)];
         assert_eq!(select_fgrams(input.clone(), 4, 2), want);
         let mut reversed = input.clone();
         reversed.reverse();

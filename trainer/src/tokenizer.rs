@@ -28,7 +28,9 @@ use thiserror::Error;
 pub const UNK_ID: u32 = 0;
 /// The unknown-token surface form.
 pub const UNK_TOKEN: &str = "<unk>";
-const HEADER: &str = "scone-word-tokenizer v1";
+/// First line of the serialized form; also the kind recorded in a table that embeds it.
+pub const KIND: &str = "scone-word-tokenizer v1";
+const HEADER: &str = KIND;
 
 /// Errors from [`WordTokenizer::from_bytes`]. Line numbers are 1-based.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -44,11 +46,7 @@ pub enum TokenizerError {
     #[error("line {line}: token `{token}` contains whitespace")]
     Whitespace { line: usize, token: String },
     #[error("line {line}: duplicate token `{token}` (first on line {first_line})")]
-    Duplicate {
-        line: usize,
-        token: String,
-        first_line: usize,
-    },
+    Duplicate { line: usize, token: String, first_line: usize },
     #[error("line {line}: vocabulary exceeds u32 ids")]
     TooManyTokens { line: usize },
 }
@@ -64,11 +62,7 @@ impl WordTokenizer {
     /// Builds a vocabulary of at most `max_vocab` entries *including*
     /// `<unk>` (so at most `max_vocab - 1` words; `<unk>` is always present)
     /// from pieces seen at least `min_count` times.
-    pub fn train<'a>(
-        docs: impl IntoIterator<Item = &'a str>,
-        max_vocab: usize,
-        min_count: u64,
-    ) -> WordTokenizer {
+    pub fn train<'a>(docs: impl IntoIterator<Item = &'a str>, max_vocab: usize, min_count: u64) -> WordTokenizer {
         let mut freq: HashMap<String, u64> = HashMap::new();
         for doc in docs {
             for_each_piece(doc, |p| {
@@ -81,37 +75,25 @@ impl WordTokenizer {
                 }
             });
         }
-        let mut words: Vec<(String, u64)> =
-            freq.into_iter().filter(|&(_, c)| c >= min_count).collect();
-        words.sort_unstable_by(|a, b| {
-            b.1.cmp(&a.1)
-                .then_with(|| a.0.as_bytes().cmp(b.0.as_bytes()))
-        });
+        let mut words: Vec<(String, u64)> = freq.into_iter().filter(|&(_, c)| c >= min_count).collect();
+        words.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.as_bytes().cmp(b.0.as_bytes())));
         // Ids are u32, so the vocabulary can never exceed u32::MAX entries.
         let limit = max_vocab.min(u32::MAX as usize).saturating_sub(1);
         words.truncate(limit);
-        let tokens = std::iter::once(UNK_TOKEN.to_owned())
-            .chain(words.into_iter().map(|(w, _)| w))
-            .collect();
+        let tokens = std::iter::once(UNK_TOKEN.to_owned()).chain(words.into_iter().map(|(w, _)| w)).collect();
         Self::from_tokens(tokens)
     }
 
     /// Assumes `tokens` is already validated (unique, `<unk>` first, fits u32).
     fn from_tokens(tokens: Vec<String>) -> Self {
-        let ids = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
+        let ids = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
         WordTokenizer { tokens, ids }
     }
 
     /// Token ids of `text`; pieces outside the vocabulary map to [`UNK_ID`].
     pub fn encode(&self, text: &str) -> Vec<u32> {
         let mut out = Vec::new();
-        for_each_piece(text, |p| {
-            out.push(self.ids.get(p).copied().unwrap_or(UNK_ID))
-        });
+        for_each_piece(text, |p| out.push(self.ids.get(p).copied().unwrap_or(UNK_ID)));
         out
     }
 
@@ -154,43 +136,29 @@ impl WordTokenizer {
     /// final newline is optional.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, TokenizerError> {
         let text = std::str::from_utf8(bytes).map_err(|e| TokenizerError::NotUtf8 {
-            line: 1 + bytes[..e.valid_up_to()]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count(),
+            line: 1 + bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count(),
         })?;
         let text = text.strip_suffix('\n').unwrap_or(text);
         let mut lines = text.split('\n');
         let header = lines.next().unwrap_or_default();
         if header != HEADER {
-            return Err(TokenizerError::BadHeader {
-                found: header.to_owned(),
-            });
+            return Err(TokenizerError::BadHeader { found: header.to_owned() });
         }
         let mut tokens: Vec<String> = Vec::new();
         let mut first_line: HashMap<&str, usize> = HashMap::new();
         for (idx, tok) in lines.enumerate() {
             let line = idx + 2;
             if idx == 0 && tok != UNK_TOKEN {
-                return Err(TokenizerError::MissingUnk {
-                    found: tok.to_owned(),
-                });
+                return Err(TokenizerError::MissingUnk { found: tok.to_owned() });
             }
             if tok.is_empty() {
                 return Err(TokenizerError::EmptyToken { line });
             }
             if tok.chars().any(char::is_whitespace) {
-                return Err(TokenizerError::Whitespace {
-                    line,
-                    token: tok.to_owned(),
-                });
+                return Err(TokenizerError::Whitespace { line, token: tok.to_owned() });
             }
             if let Some(&first) = first_line.get(tok) {
-                return Err(TokenizerError::Duplicate {
-                    line,
-                    token: tok.to_owned(),
-                    first_line: first,
-                });
+                return Err(TokenizerError::Duplicate { line, token: tok.to_owned(), first_line: first });
             }
             if u32::try_from(idx).is_err() {
                 return Err(TokenizerError::TooManyTokens { line });
@@ -199,9 +167,7 @@ impl WordTokenizer {
             tokens.push(tok.to_owned());
         }
         if tokens.is_empty() {
-            return Err(TokenizerError::MissingUnk {
-                found: String::new(),
-            });
+            return Err(TokenizerError::MissingUnk { found: String::new() });
         }
         Ok(Self::from_tokens(tokens))
     }
@@ -235,8 +201,7 @@ fn for_each_piece(text: &str, mut f: impl FnMut(&str)) {
                 match chars.get(j) {
                     Some(&(_, d)) if d.is_alphanumeric() => j += 1,
                     Some(&(_, d))
-                        if is_apostrophe(d)
-                            && chars.get(j + 1).is_some_and(|&(_, e)| e.is_alphanumeric()) =>
+                        if is_apostrophe(d) && chars.get(j + 1).is_some_and(|&(_, e)| e.is_alphanumeric()) =>
                     {
                         j += 2
                     }
@@ -265,10 +230,7 @@ mod tests {
             pieces("The LORD's house, O fathers' God!"),
             ["the", "lord's", "house", ",", "o", "fathers", "'", "god", "!"]
         );
-        assert_eq!(
-            pieces("  'tis  a''b x’y 12:3 "),
-            ["'", "tis", "a", "'", "'", "b", "x’y", "12", ":", "3"]
-        );
+        assert_eq!(pieces("  'tis  a''b x’y 12:3 "), ["'", "tis", "a", "'", "'", "b", "x’y", "12", ":", "3"]);
         assert!(pieces(" \t\n").is_empty());
         assert_eq!(pieces("ÆSIR Straße"), ["æsir", "straße"]);
     }
@@ -276,9 +238,7 @@ mod tests {
     #[test]
     fn train_orders_by_frequency_then_bytes() {
         let tok = WordTokenizer::train(["b a c a", "b a d"], 100, 1);
-        let order: Vec<_> = (0..tok.vocab_size())
-            .map(|i| tok.token(i).unwrap())
-            .collect();
+        let order: Vec<_> = (0..tok.vocab_size()).map(|i| tok.token(i).unwrap()).collect();
         assert_eq!(order, ["<unk>", "a", "b", "c", "d"]);
         let capped = WordTokenizer::train(["b a c a", "b a d"], 3, 1);
         assert_eq!(capped.vocab_size(), 3);

@@ -14,10 +14,7 @@ fn naive(docs: &[Vec<u32>], n_min: usize, n_max: usize) -> Vec<NgramCount> {
             }
         }
     }
-    let mut out: Vec<NgramCount> = map
-        .into_iter()
-        .map(|(tokens, count)| NgramCount { tokens, count })
-        .collect();
+    let mut out: Vec<NgramCount> = map.into_iter().map(|(tokens, count)| NgramCount { tokens, count }).collect();
     out.sort_by(|a, b| a.tokens.cmp(&b.tokens));
     out
 }
@@ -27,26 +24,17 @@ fn naive(docs: &[Vec<u32>], n_min: usize, n_max: usize) -> Vec<NgramCount> {
 fn corpus() -> impl Strategy<Value = (Vec<Vec<u32>>, usize, usize)> {
     (1u32..20, 2usize..=5).prop_flat_map(|(vocab, n_max)| {
         let doc = |min| prop::collection::vec(0..vocab, min..30);
-        (
-            doc(6),
-            prop::collection::vec(doc(0), 0..6),
-            1..=n_max,
-            Just(n_max),
-        )
-            .prop_map(|(first, mut rest, n_min, n_max)| {
+        (doc(6), prop::collection::vec(doc(0), 0..6), 1..=n_max, Just(n_max)).prop_map(
+            |(first, mut rest, n_min, n_max)| {
                 rest.insert(0, first);
                 (rest, n_min, n_max)
-            })
+            },
+        )
     })
 }
 
 fn config(n_min: usize, n_max: usize, budget: usize, dir: &std::path::Path) -> CountConfig {
-    CountConfig {
-        n_min,
-        n_max,
-        memory_budget_bytes: budget,
-        temp_dir: Some(dir.to_path_buf()),
-    }
+    CountConfig { n_min, n_max, memory_budget_bytes: budget, temp_dir: Some(dir.to_path_buf()) }
 }
 
 proptest! {

@@ -53,53 +53,22 @@ fn fingerprint_tracks_vocabulary() {
 #[test]
 fn malformed_bytes_name_the_line() {
     let cases: &[(&[u8], TokenizerError)] = &[
-        (
-            b"scone-word-tokenizer v2\n<unk>\n",
-            TokenizerError::BadHeader {
-                found: "scone-word-tokenizer v2".into(),
-            },
-        ),
+        (b"scone-word-tokenizer v2\n<unk>\n", TokenizerError::BadHeader { found: "scone-word-tokenizer v2".into() }),
         (b"", TokenizerError::BadHeader { found: "".into() }),
-        (
-            b"scone-word-tokenizer v1\n",
-            TokenizerError::MissingUnk { found: "".into() },
-        ),
-        (
-            b"scone-word-tokenizer v1\nthe\n<unk>\n",
-            TokenizerError::MissingUnk {
-                found: "the".into(),
-            },
-        ),
+        (b"scone-word-tokenizer v1\n", TokenizerError::MissingUnk { found: "".into() }),
+        (b"scone-word-tokenizer v1\nthe\n<unk>\n", TokenizerError::MissingUnk { found: "the".into() }),
         (
             b"scone-word-tokenizer v1\n<unk>\nthe\nof\nthe\n",
-            TokenizerError::Duplicate {
-                line: 5,
-                token: "the".into(),
-                first_line: 3,
-            },
+            TokenizerError::Duplicate { line: 5, token: "the".into(), first_line: 3 },
         ),
-        (
-            b"scone-word-tokenizer v1\n<unk>\nthe\n\nof\n",
-            TokenizerError::EmptyToken { line: 4 },
-        ),
-        (
-            b"scone-word-tokenizer v1\n<unk>\na b\n",
-            TokenizerError::Whitespace {
-                line: 3,
-                token: "a b".into(),
-            },
-        ),
-        (
-            b"scone-word-tokenizer v1\n<unk>\nok\n\xff\n",
-            TokenizerError::NotUtf8 { line: 4 },
-        ),
+        (b"scone-word-tokenizer v1\n<unk>\nthe\n\nof\n", TokenizerError::EmptyToken { line: 4 }),
+        (b"scone-word-tokenizer v1\n<unk>\na b\n", TokenizerError::Whitespace { line: 3, token: "a b".into() }),
+        (b"scone-word-tokenizer v1\n<unk>\nok\n\xff\n", TokenizerError::NotUtf8 { line: 4 }),
     ];
     for (bytes, want) in cases {
         let err = WordTokenizer::from_bytes(bytes).unwrap_err();
         assert_eq!(&err, want, "input {:?}", String::from_utf8_lossy(bytes));
     }
-    let msg = WordTokenizer::from_bytes(b"scone-word-tokenizer v1\n<unk>\nthe\nthe\n")
-        .unwrap_err()
-        .to_string();
+    let msg = WordTokenizer::from_bytes(b"scone-word-tokenizer v1\n<unk>\nthe\nthe\n").unwrap_err().to_string();
     assert!(msg.starts_with("line 4:"), "{msg}");
 }

@@ -95,24 +95,14 @@ impl IngestError {
     }
 
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        IngestError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        IngestError::Io { path: path.to_path_buf(), source }
     }
 
     pub(crate) fn malformed(path: &Path, reason: impl Into<String>) -> Self {
-        IngestError::Malformed {
-            path: path.to_path_buf(),
-            reason: reason.into(),
-        }
+        IngestError::Malformed { path: path.to_path_buf(), reason: reason.into() }
     }
 
     pub(crate) fn bad_line(path: &Path, line: u64, reason: impl Into<String>) -> Self {
-        IngestError::BadLine {
-            path: path.to_path_buf(),
-            line,
-            reason: reason.into(),
-        }
+        IngestError::BadLine { path: path.to_path_buf(), line, reason: reason.into() }
     }
 }

@@ -121,19 +121,14 @@ pub enum EmbeddingFormat {
 /// case-insensitive), otherwise by the leading bytes (`\x93NUMPY`, or an
 /// 8-byte little-endian header length followed by `{`).
 pub fn detect_format(path: &Path) -> Result<EmbeddingFormat, IngestError> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     match ext.as_deref() {
         Some("npy") => return Ok(EmbeddingFormat::Npy),
         Some("safetensors") => return Ok(EmbeddingFormat::Safetensors),
         _ => {}
     }
     let mut head = Vec::with_capacity(9);
-    File::open(path)
-        .and_then(|f| f.take(9).read_to_end(&mut head))
-        .map_err(|e| IngestError::io(path, e))?;
+    File::open(path).and_then(|f| f.take(9).read_to_end(&mut head)).map_err(|e| IngestError::io(path, e))?;
     if head.starts_with(NPY_MAGIC) {
         return Ok(EmbeddingFormat::Npy);
     }
@@ -160,10 +155,7 @@ pub fn detect_format(path: &Path) -> Result<EmbeddingFormat, IngestError> {
 /// Opens an embedding file (see [`detect_format`]). `tensor_name` selects
 /// the tensor of a `.safetensors` file (`None`: its only tensor) and is
 /// ignored for `.npy` files, which hold a single array.
-pub fn open_embeddings(
-    path: &Path,
-    tensor_name: Option<&str>,
-) -> Result<Box<dyn EmbeddingSource>, IngestError> {
+pub fn open_embeddings(path: &Path, tensor_name: Option<&str>) -> Result<Box<dyn EmbeddingSource>, IngestError> {
     Ok(match detect_format(path)? {
         EmbeddingFormat::Npy => Box::new(NpyFile::open(path)?),
         EmbeddingFormat::Safetensors => Box::new(SafetensorsFile::open(path, tensor_name)?),
@@ -183,19 +175,10 @@ pub struct IngestRecord {
 
 /// Opens both input files and pairs line `i + 1` of `ngrams` with row `i` of
 /// `embeddings`. See [`Records`].
-pub fn records(
-    embeddings: &Path,
-    ngrams: &Path,
-    tensor: Option<&str>,
-) -> Result<Records, IngestError> {
+pub fn records(embeddings: &Path, ngrams: &Path, tensor: Option<&str>) -> Result<Records, IngestError> {
     let source = open_embeddings(embeddings, tensor)?;
     let ngrams = NgramLines::open(ngrams)?;
-    Ok(Records {
-        source,
-        ngrams,
-        next_row: 0,
-        done: false,
-    })
+    Ok(Records { source, ngrams, next_row: 0, done: false })
 }
 
 /// Iterator of [`IngestRecord`]s returned by [`records`].
@@ -282,11 +265,7 @@ impl Iterator for Records {
                 let r = self.next_row;
                 self.next_row += 1;
                 let mut row = vec![0f32; self.source.dim()];
-                Some(
-                    self.source
-                        .read_row_f32(r, &mut row)
-                        .map(|()| IngestRecord { ngram, count, row }),
-                )
+                Some(self.source.read_row_f32(r, &mut row).map(|()| IngestRecord { ngram, count, row }))
             }
         }
     }
@@ -324,11 +303,7 @@ mod tests {
             ("a.NPY", f32_npy(3, 2, &v), EmbeddingFormat::Npy),
             ("npy.bin", f32_npy(3, 2, &v), EmbeddingFormat::Npy),
             ("noext", f32_npy(3, 2, &v), EmbeddingFormat::Npy),
-            (
-                "b.safetensors",
-                st_f32(3, 2, &v),
-                EmbeddingFormat::Safetensors,
-            ),
+            ("b.safetensors", st_f32(3, 2, &v), EmbeddingFormat::Safetensors),
             ("st.bin", st_f32(3, 2, &v), EmbeddingFormat::Safetensors),
         ] {
             let p = write_file(d, name, &bytes);
@@ -354,11 +329,7 @@ mod tests {
             ("x.bin", Vec::new(), "not a .npy or .safetensors"),
             ("x.npz", b"PK\x03\x04zipzipzip".to_vec(), ".npz archives"),
             ("x.npy", st_f32(1, 1, &[1.0]), "bad magic"),
-            (
-                "x.safetensors",
-                f32_npy(1, 1, &[1.0]),
-                "not a safetensors file",
-            ),
+            ("x.safetensors", f32_npy(1, 1, &[1.0]), "not a safetensors file"),
         ] {
             let p = write_file(d, name, &bytes);
             match open_embeddings(&p, None) {
@@ -383,15 +354,8 @@ mod tests {
         let v = vals(4, 3);
         let text = "1 2\t10\n3\n4 5 6\t0\n7";
         let n = write_file(d, "n.txt", text.as_bytes());
-        let f16: Vec<u8> = v
-            .iter()
-            .flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes())
-            .collect();
-        let f16_npy = npy_image(
-            3,
-            "{'descr': '<f2', 'fortran_order': False, 'shape': (4, 3), }",
-            &f16,
-        );
+        let f16: Vec<u8> = v.iter().flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes()).collect();
+        let f16_npy = npy_image(3, "{'descr': '<f2', 'fortran_order': False, 'shape': (4, 3), }", &f16);
         let inputs = [
             write_file(d, "e.npy", &f32_npy(4, 3, &v)),
             write_file(d, "h.npy", &f16_npy),
@@ -402,12 +366,8 @@ mod tests {
             assert_eq!((recs.rows(), recs.dim()), (4, 3));
             assert_eq!(recs.ngrams_path(), n);
             let got: Vec<IngestRecord> = recs.map(Result::unwrap).collect();
-            let want_ngrams: [(&[u32], Option<u64>); 4] = [
-                (&[1, 2], Some(10)),
-                (&[3], None),
-                (&[4, 5, 6], Some(0)),
-                (&[7], None),
-            ];
+            let want_ngrams: [(&[u32], Option<u64>); 4] =
+                [(&[1, 2], Some(10)), (&[3], None), (&[4, 5, 6], Some(0)), (&[7], None)];
             assert_eq!(got.len(), 4);
             for (i, (rec, (ng, c))) in got.iter().zip(want_ngrams).enumerate() {
                 assert_eq!(rec.ngram, ng);
@@ -432,12 +392,7 @@ mod tests {
         assert_eq!(got.len(), 3);
         assert!(got[0].is_ok() && got[1].is_ok());
         match &got[2] {
-            Err(IngestError::RowCountMismatch {
-                embeddings,
-                rows,
-                ngrams,
-                lines,
-            }) => {
+            Err(IngestError::RowCountMismatch { embeddings, rows, ngrams, lines }) => {
                 assert_eq!((embeddings, *rows, ngrams, *lines), (&e, 2, &n, 5));
             }
             other => panic!("{other:?}"),
@@ -455,36 +410,15 @@ mod tests {
         let n = write_file(d, "n.txt", b"1\n2\n");
         let got = collect_errs(&e, &n);
         assert_eq!(got.len(), 3);
-        assert!(matches!(
-            got[2],
-            Err(IngestError::RowCountMismatch {
-                rows: 3,
-                lines: 2,
-                ..
-            })
-        ));
+        assert!(matches!(got[2], Err(IngestError::RowCountMismatch { rows: 3, lines: 2, .. })));
         // Empty text against an empty matrix is fine; against rows is not.
         let empty = write_file(d, "empty.txt", b"");
         let z = write_file(d, "z.npy", &f32_npy(0, 4, &[]));
         assert!(collect_errs(&z, &empty).is_empty());
         let got = collect_errs(&e, &empty);
-        assert!(matches!(
-            got[..],
-            [Err(IngestError::RowCountMismatch {
-                rows: 3,
-                lines: 0,
-                ..
-            })]
-        ));
+        assert!(matches!(got[..], [Err(IngestError::RowCountMismatch { rows: 3, lines: 0, .. })]));
         let got = collect_errs(&z, &n);
-        assert!(matches!(
-            got[..],
-            [Err(IngestError::RowCountMismatch {
-                rows: 0,
-                lines: 2,
-                ..
-            })]
-        ));
+        assert!(matches!(got[..], [Err(IngestError::RowCountMismatch { rows: 0, lines: 2, .. })]));
     }
 
     #[test]
@@ -507,14 +441,8 @@ mod tests {
         ));
         let ok: Vec<_> = got.iter().filter_map(|r| r.as_ref().ok()).collect();
         assert_eq!(ok.len(), 3);
-        assert_eq!(
-            (ok[1].ngram.as_slice(), ok[1].row.as_slice()),
-            (&[3][..], &v[4..6])
-        );
-        assert_eq!(
-            (ok[2].ngram.as_slice(), ok[2].row.as_slice()),
-            (&[5][..], &v[8..10])
-        );
+        assert_eq!((ok[1].ngram.as_slice(), ok[1].row.as_slice()), (&[3][..], &v[4..6]));
+        assert_eq!((ok[2].ngram.as_slice(), ok[2].row.as_slice()), (&[5][..], &v[8..10]));
     }
 
     #[test]
@@ -530,16 +458,9 @@ mod tests {
         let three_d = write_file(
             d,
             "t.npy",
-            &npy_image(
-                1,
-                "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 1), }",
-                &[0; 4],
-            ),
+            &npy_image(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 1), }", &[0; 4]),
         );
-        assert!(matches!(
-            records(&three_d, &missing, None),
-            Err(IngestError::Malformed { .. })
-        ));
+        assert!(matches!(records(&three_d, &missing, None), Err(IngestError::Malformed { .. })));
         let err = IngestError::malformed(&e, "x");
         assert_eq!(err.path(), e);
     }

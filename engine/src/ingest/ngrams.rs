@@ -47,10 +47,7 @@ impl NgramLines<BufReader<File>> {
     /// Opens `path` for buffered streaming.
     pub fn open(path: &Path) -> Result<Self, IngestError> {
         let file = File::open(path).map_err(|e| IngestError::io(path, e))?;
-        Ok(Self::from_reader(
-            path,
-            BufReader::with_capacity(1 << 16, file),
-        ))
+        Ok(Self::from_reader(path, BufReader::with_capacity(1 << 16, file)))
     }
 }
 
@@ -92,10 +89,7 @@ impl<R: BufRead> NgramLines<R> {
         }
         self.buf.clear();
         let limit = MAX_LINE_BYTES as u64 + 1;
-        match (&mut self.reader)
-            .take(limit)
-            .read_until(b'\n', &mut self.buf)
-        {
+        match (&mut self.reader).take(limit).read_until(b'\n', &mut self.buf) {
             Ok(0) => {
                 self.done = true;
                 return None;
@@ -158,9 +152,7 @@ impl<R: BufRead> Iterator for NgramLines<R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let mut scratch = std::mem::take(&mut self.scratch);
-        let item = self
-            .next_into(&mut scratch)
-            .map(|r| r.map(|count| (scratch.as_slice().to_vec(), count)));
+        let item = self.next_into(&mut scratch).map(|r| r.map(|count| (scratch.as_slice().to_vec(), count)));
         self.scratch = scratch;
         item
     }
@@ -176,11 +168,9 @@ pub fn count_ngram_lines(path: &Path) -> Result<u64, IngestError> {
 /// optional count, or a reason.
 fn parse_line(line: &[u8], tokens: &mut Vec<u32>) -> Result<Option<u64>, String> {
     if line.iter().all(|&b| b == b' ') {
-        return Err(
-            "empty line: every line must hold an n-gram (blank lines and comments \
+        return Err("empty line: every line must hold an n-gram (blank lines and comments \
                     are not allowed)"
-                .into(),
-        );
+            .into());
     }
     let (token_part, count_part) = match line.iter().position(|&b| b == b'\t') {
         Some(i) => (&line[..i], Some(&line[i + 1..])),
@@ -189,11 +179,7 @@ fn parse_line(line: &[u8], tokens: &mut Vec<u32>) -> Result<Option<u64>, String>
     for tok in token_part.split(|&b| b == b' ').filter(|t| !t.is_empty()) {
         let id = parse_decimal(tok, u64::from(u32::MAX)).map_err(|e| match e {
             NumError::Invalid => format!("token '{}' is not an unsigned integer", shown(tok)),
-            NumError::TooLarge => format!(
-                "token id '{}' does not fit in u32 (max {})",
-                shown(tok),
-                u32::MAX
-            ),
+            NumError::TooLarge => format!("token id '{}' does not fit in u32 (max {})", shown(tok), u32::MAX),
         })?;
         tokens.push(id as u32);
     }
@@ -212,10 +198,7 @@ fn parse_line(line: &[u8], tokens: &mut Vec<u32>) -> Result<Option<u64>, String>
     }
     match parse_decimal(count, u64::MAX) {
         Ok(c) => Ok(Some(c)),
-        Err(NumError::Invalid) => Err(format!(
-            "count '{}' is not an unsigned integer",
-            shown(count)
-        )),
+        Err(NumError::Invalid) => Err(format!("count '{}' is not an unsigned integer", shown(count))),
         Err(NumError::TooLarge) => Err(format!("count '{}' does not fit in u64", shown(count))),
     }
 }
@@ -241,11 +224,7 @@ fn parse_decimal(s: &[u8], max: u64) -> Result<u64, NumError> {
         return Err(NumError::Invalid);
     }
     s.iter()
-        .try_fold(0u64, |acc, &d| {
-            acc.checked_mul(10)?
-                .checked_add(u64::from(d - b'0'))
-                .filter(|&v| v <= max)
-        })
+        .try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')).filter(|&v| v <= max))
         .ok_or(NumError::TooLarge)
 }
 
@@ -289,20 +268,12 @@ mod tests {
         let got = parse_all("1 2 3\n4\t17\n  5   6  \t 9 \r\n4294967295 0").unwrap();
         assert_eq!(
             got,
-            vec![
-                (vec![1, 2, 3], None),
-                (vec![4], Some(17)),
-                (vec![5, 6], Some(9)),
-                (vec![u32::MAX, 0], None),
-            ]
+            vec![(vec![1, 2, 3], None), (vec![4], Some(17)), (vec![5, 6], Some(9)), (vec![u32::MAX, 0], None),]
         );
         assert!(parse_all("").unwrap().is_empty());
         assert_eq!(parse_all("7\n").unwrap(), vec![(vec![7], None)]);
         assert_eq!(parse_all("7\r\n").unwrap(), vec![(vec![7], None)]);
-        assert_eq!(
-            parse_all("7\t18446744073709551615\n").unwrap(),
-            vec![(vec![7], Some(u64::MAX))]
-        );
+        assert_eq!(parse_all("7\t18446744073709551615\n").unwrap(), vec![(vec![7], Some(u64::MAX))]);
     }
 
     #[test]
@@ -341,10 +312,7 @@ mod tests {
             assert!(reason.contains(want), "{text:?}: {reason}");
         }
         let e = parse_all("1 2\nabc\n").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "mem.txt: line 2: token 'abc' is not an unsigned integer"
-        );
+        assert_eq!(e.to_string(), "mem.txt: line 2: token 'abc' is not an unsigned integer");
     }
 
     #[test]
@@ -371,14 +339,7 @@ mod tests {
 
     #[test]
     fn counting() {
-        for (text, n) in [
-            ("", 0),
-            ("1", 1),
-            ("1\n", 1),
-            ("1\n2", 2),
-            ("1\n\n", 2),
-            ("\n", 1),
-        ] {
+        for (text, n) in [("", 0), ("1", 1), ("1\n", 1), ("1\n2", 2), ("1\n\n", 2), ("\n", 1)] {
             assert_eq!(lines(text).count_remaining().unwrap(), n, "{text:?}");
         }
         let mut it = lines("1\n2\n3\n4");
@@ -392,10 +353,7 @@ mod tests {
         std::fs::write(&p, "1 2\n3\t4\n5\n").unwrap();
         assert_eq!(count_ngram_lines(&p).unwrap(), 3);
         let got: Vec<Rec> = NgramLines::open(&p).unwrap().map(Result::unwrap).collect();
-        assert_eq!(
-            got,
-            vec![(vec![1, 2], None), (vec![3], Some(4)), (vec![5], None)]
-        );
+        assert_eq!(got, vec![(vec![1, 2], None), (vec![3], Some(4)), (vec![5], None)]);
     }
 
     #[test]

@@ -37,18 +37,8 @@ impl NpyFile {
     pub fn open(path: &Path) -> Result<Self, IngestError> {
         let map = map_file(path)?;
         let header = parse_npy(&map).map_err(|reason| IngestError::malformed(path, reason))?;
-        let matrix = MappedMatrix::new(
-            path,
-            map,
-            header.data_offset,
-            header.rows,
-            header.dim,
-            header.elem,
-        )?;
-        Ok(NpyFile {
-            matrix,
-            dtype: super::dtype_name(header.elem),
-        })
+        let matrix = MappedMatrix::new(path, map, header.data_offset, header.rows, header.dim, header.elem)?;
+        Ok(NpyFile { matrix, dtype: super::dtype_name(header.elem) })
     }
 
     /// The file this matrix was read from.
@@ -108,11 +98,7 @@ fn parse_npy(bytes: &[u8]) -> Result<NpyHeader, String> {
         (1, 0) => (2, false),
         (2, 0) => (4, false),
         (3, 0) => (4, true),
-        _ => {
-            return Err(format!(
-                "unsupported .npy format version {major}.{minor} (supported: 1.0, 2.0, 3.0)"
-            ))
-        }
+        _ => return Err(format!("unsupported .npy format version {major}.{minor} (supported: 1.0, 2.0, 3.0)")),
     };
     let start = 8 + len_bytes;
     if bytes.len() < start {
@@ -134,21 +120,10 @@ fn parse_npy(bytes: &[u8]) -> Result<NpyHeader, String> {
     if utf8 && std::str::from_utf8(text).is_err() {
         return Err("header of a version 3.0 file is not valid UTF-8".into());
     }
-    let mut parser = Parser {
-        s: text,
-        pos: 0,
-        utf8,
-    };
-    let dict = parser
-        .parse_document()
-        .map_err(|e| format!("bad header: {e}"))?;
+    let mut parser = Parser { s: text, pos: 0, utf8 };
+    let dict = parser.parse_document().map_err(|e| format!("bad header: {e}"))?;
     let (elem, rows, dim) = validate_dict(dict)?;
-    Ok(NpyHeader {
-        data_offset: end,
-        elem,
-        rows,
-        dim,
-    })
+    Ok(NpyHeader { data_offset: end, elem, rows, dim })
 }
 
 /// Checks the header dictionary: exactly the keys `descr`, `fortran_order`
@@ -189,11 +164,7 @@ fn validate_dict(dict: Py) -> Result<(ElemType, u64, usize), String> {
                     &d[1..]
                 ))
             }
-            _ => {
-                return Err(format!(
-                    "unsupported dtype '{d}' (supported: '<f4', '<f2', '<f8')"
-                ))
-            }
+            _ => return Err(format!("unsupported dtype '{d}' (supported: '<f4', '<f2', '<f8')")),
         },
         other => {
             return Err(format!(
@@ -205,11 +176,9 @@ fn validate_dict(dict: Py) -> Result<(ElemType, u64, usize), String> {
     match fortran {
         Py::Bool(false) => {}
         Py::Bool(true) => {
-            return Err(
-                "Fortran-order (column-major) arrays are not supported; save \
+            return Err("Fortran-order (column-major) arrays are not supported; save \
                         np.ascontiguousarray(arr) instead"
-                    .into(),
-            )
+                .into())
         }
         other => return Err(format!("bad header: fortran_order is {other}, not a bool")),
     }
@@ -224,10 +193,7 @@ fn validate_dict(dict: Py) -> Result<(ElemType, u64, usize), String> {
         })
         .collect::<Result<_, _>>()?;
     let &[rows, dim] = dims.as_slice() else {
-        return Err(format!(
-            "expected a 2-D array [rows, dim], found {}-D shape {shape}",
-            dims.len()
-        ));
+        return Err(format!("expected a 2-D array [rows, dim], found {}-D shape {shape}", dims.len()));
     };
     let dim = usize::try_from(dim).map_err(|_| format!("row width {dim} is too large"))?;
     Ok((elem, rows, dim))
@@ -303,20 +269,13 @@ impl Parser<'_> {
         let v = self.value(0)?;
         self.skip_ws();
         if self.pos != self.s.len() {
-            return Err(format!(
-                "unexpected text after the dict at byte {}",
-                self.pos
-            ));
+            return Err(format!("unexpected text after the dict at byte {}", self.pos));
         }
         Ok(v)
     }
 
     fn skip_ws(&mut self) {
-        while self
-            .s
-            .get(self.pos)
-            .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-        {
+        while self.s.get(self.pos).is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
             self.pos += 1;
         }
     }
@@ -332,12 +291,7 @@ impl Parser<'_> {
                 self.pos += 1;
                 Ok(())
             }
-            Some(c) => Err(format!(
-                "expected '{}' at byte {}, found '{}'",
-                b as char,
-                self.pos,
-                c.escape_ascii()
-            )),
+            Some(c) => Err(format!("expected '{}' at byte {}, found '{}'", b as char, self.pos, c.escape_ascii())),
             None => Err(format!("expected '{}', found end of header", b as char)),
         }
     }
@@ -436,9 +390,7 @@ impl Parser<'_> {
                     self.pos += 1;
                 }
                 let digits = std::str::from_utf8(&self.s[start..self.pos]).unwrap_or("");
-                let v: i128 = digits
-                    .parse()
-                    .map_err(|_| format!("bad integer '{digits}' at byte {start}"))?;
+                let v: i128 = digits.parse().map_err(|_| format!("bad integer '{digits}' at byte {start}"))?;
                 // Python 2 era headers may write long integers as `3L`.
                 if matches!(self.s.get(self.pos), Some(b'L' | b'l')) {
                     self.pos += 1;
@@ -447,28 +399,17 @@ impl Parser<'_> {
             }
             Some(c) if c.is_ascii_alphabetic() => {
                 let start = self.pos;
-                while self
-                    .s
-                    .get(self.pos)
-                    .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
-                {
+                while self.s.get(self.pos).is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_') {
                     self.pos += 1;
                 }
                 match &self.s[start..self.pos] {
                     b"True" => Ok(Py::Bool(true)),
                     b"False" => Ok(Py::Bool(false)),
                     b"None" => Ok(Py::None),
-                    w => Err(format!(
-                        "unexpected name '{}' at byte {start}",
-                        w.escape_ascii()
-                    )),
+                    w => Err(format!("unexpected name '{}' at byte {start}", w.escape_ascii())),
                 }
             }
-            Some(c) => Err(format!(
-                "unexpected character '{}' at byte {}",
-                c.escape_ascii(),
-                self.pos
-            )),
+            Some(c) => Err(format!("unexpected character '{}' at byte {}", c.escape_ascii(), self.pos)),
         }
     }
 }
@@ -501,18 +442,12 @@ pub(crate) mod tests {
     pub(crate) fn f32_npy(rows: usize, dim: usize, values: &[f32]) -> Vec<u8> {
         assert_eq!(values.len(), rows * dim);
         let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        npy_image(
-            1,
-            &format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}"),
-            &data,
-        )
+        npy_image(1, &format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}"), &data)
     }
 
     pub(crate) fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
         let p = dir.join(name);
-        std::fs::File::create(&p)
-            .and_then(|mut f| f.write_all(bytes))
-            .expect("write test file");
+        std::fs::File::create(&p).and_then(|mut f| f.write_all(bytes)).expect("write test file");
         p
     }
 
@@ -556,15 +491,8 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let v = values(4, 6); // all exactly representable in f16
         for version in [1u8, 2, 3] {
-            let d2: Vec<u8> = v
-                .iter()
-                .flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes())
-                .collect();
-            let img = npy_image(
-                version,
-                "{'descr': '<f2', 'fortran_order': False, 'shape': (4, 6), }",
-                &d2,
-            );
+            let d2: Vec<u8> = v.iter().flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes()).collect();
+            let img = npy_image(version, "{'descr': '<f2', 'fortran_order': False, 'shape': (4, 6), }", &d2);
             let p = write_file(dir.path(), &format!("h{version}.npy"), &img);
             let f = NpyFile::open(&p).unwrap();
             assert_eq!((f.rows(), f.dim(), f.source_dtype()), (4, 6, "f16"));
@@ -572,11 +500,7 @@ pub(crate) mod tests {
 
             let d8: Vec<u8> = v.iter().flat_map(|&x| f64::from(x).to_le_bytes()).collect();
             // Double quotes, no trailing comma, different key order, `L` suffix.
-            let img = npy_image(
-                version,
-                "{\"shape\": (4L, 6), \"fortran_order\": False, \"descr\": \"<f8\"}",
-                &d8,
-            );
+            let img = npy_image(version, "{\"shape\": (4L, 6), \"fortran_order\": False, \"descr\": \"<f8\"}", &d8);
             let p = write_file(dir.path(), &format!("d{version}.npy"), &img);
             let f = NpyFile::open(&p).unwrap();
             assert_eq!((f.rows(), f.dim(), f.source_dtype()), (4, 6, "f64"));
@@ -623,10 +547,7 @@ pub(crate) mod tests {
         let img = f32_npy(4, 3, &values(4, 3));
         for cut in [3, 7, 9, 40] {
             let r = malformed_reason(&img[..cut]);
-            assert!(
-                r.contains("truncated header") || r.contains("bad magic"),
-                "{r}"
-            );
+            assert!(r.contains("truncated header") || r.contains("bad magic"), "{r}");
         }
         assert!(malformed_reason(&img[..40]).contains("truncated header"));
         assert!(malformed_reason(&[]).contains("bad magic"));
@@ -651,36 +572,17 @@ pub(crate) mod tests {
     #[test]
     fn three_d_and_one_d_shapes() {
         let d = [0u8; 4 * 8];
-        let r = malformed_reason(&npy_image(
-            1,
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2, 2), }",
-            &d,
-        ));
-        assert!(
-            r.contains("2-D") && r.contains("3-D") && r.contains("(2, 2, 2)"),
-            "{r}"
-        );
-        let r = malformed_reason(&npy_image(
-            1,
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (8,), }",
-            &d,
-        ));
+        let r = malformed_reason(&npy_image(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2, 2), }", &d));
+        assert!(r.contains("2-D") && r.contains("3-D") && r.contains("(2, 2, 2)"), "{r}");
+        let r = malformed_reason(&npy_image(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (8,), }", &d));
         assert!(r.contains("1-D") && r.contains("(8,)"), "{r}");
-        let r = malformed_reason(&npy_image(
-            1,
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (), }",
-            &d,
-        ));
+        let r = malformed_reason(&npy_image(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (), }", &d));
         assert!(r.contains("0-D"), "{r}");
     }
 
     #[test]
     fn big_endian_rejected_with_hint() {
-        let r = malformed_reason(&npy_image(
-            1,
-            "{'descr': '>f4', 'fortran_order': False, 'shape': (1, 1), }",
-            &[0; 4],
-        ));
+        let r = malformed_reason(&npy_image(1, "{'descr': '>f4', 'fortran_order': False, 'shape': (1, 1), }", &[0; 4]));
         assert!(r.contains("big-endian") && r.contains("'>f4'"), "{r}");
         assert!(r.contains("astype('<f4')"), "{r}");
     }
@@ -705,55 +607,24 @@ pub(crate) mod tests {
 
     #[test]
     fn fortran_order_rejected() {
-        let r = malformed_reason(&npy_image(
-            1,
-            "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }",
-            &[0; 16],
-        ));
+        let r = malformed_reason(&npy_image(1, "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", &[0; 16]));
         assert!(r.contains("Fortran"), "{r}");
     }
 
     #[test]
     fn bad_dicts() {
         for (dict, want) in [
-            (
-                "{'descr': '<f4', 'shape': (1, 1), }",
-                "missing key 'fortran_order'",
-            ),
-            (
-                "{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (1, 1)}",
-                "appears twice",
-            ),
-            (
-                "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1), 'x': 1}",
-                "unexpected key 'x'",
-            ),
-            (
-                "{'descr': '<f4', 'fortran_order': False, 'shape': (1, -1)}",
-                "shape",
-            ),
-            (
-                "{'descr': '<f4', 'fortran_order': 0, 'shape': (1, 1)}",
-                "not a bool",
-            ),
-            (
-                "{'descr': '<f4', 'fortran_order': False, 'shape': 1}",
-                "not a tuple",
-            ),
-            (
-                "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1)",
-                "bad header",
-            ),
+            ("{'descr': '<f4', 'shape': (1, 1), }", "missing key 'fortran_order'"),
+            ("{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (1, 1)}", "appears twice"),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1), 'x': 1}", "unexpected key 'x'"),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (1, -1)}", "shape"),
+            ("{'descr': '<f4', 'fortran_order': 0, 'shape': (1, 1)}", "not a bool"),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': 1}", "not a tuple"),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1)", "bad header"),
             ("{'descr': '<f4, 'fortran_order': False}", "bad header"),
             ("['descr']", "expected a dict"),
-            (
-                "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1)} x",
-                "after the dict",
-            ),
-            (
-                "{'descr': '<f4', 'fortran_order': Maybe, 'shape': (1, 1)}",
-                "'Maybe'",
-            ),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1)} x", "after the dict"),
+            ("{'descr': '<f4', 'fortran_order': Maybe, 'shape': (1, 1)}", "'Maybe'"),
         ] {
             let r = malformed_reason(&npy_image(1, dict, &[0; 8]));
             assert!(r.contains(want), "{dict}: {r}");
@@ -776,44 +647,20 @@ pub(crate) mod tests {
             f.read_row_f32(r, &mut row).unwrap();
         }
         let e = f.read_row_f32(3, &mut row).unwrap_err();
-        assert!(
-            matches!(&e, IngestError::NonFinite { path, record: 3, column: 1 } if *path == p),
-            "{e:?}"
-        );
+        assert!(matches!(&e, IngestError::NonFinite { path, record: 3, column: 1 } if *path == p), "{e:?}");
         assert!(e.to_string().contains("row 3, column 1"), "{e}");
         let e = f.read_row_f32(4, &mut row).unwrap_err();
-        assert!(matches!(
-            e,
-            IngestError::NonFinite {
-                record: 4,
-                column: 2,
-                ..
-            }
-        ));
+        assert!(matches!(e, IngestError::NonFinite { record: 4, column: 2, .. }));
     }
 
     #[test]
     fn f8_out_of_f32_range_is_non_finite() {
-        let data: Vec<u8> = [1.0f64, 1e300]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        let img = npy_image(
-            1,
-            "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 2), }",
-            &data,
-        );
+        let data: Vec<u8> = [1.0f64, 1e300].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let img = npy_image(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 2), }", &data);
         let dir = tempfile::tempdir().unwrap();
         let f = NpyFile::open(&write_file(dir.path(), "big.npy", &img)).unwrap();
         let e = f.read_row_f32(0, &mut [0f32; 2]).unwrap_err();
-        assert!(matches!(
-            e,
-            IngestError::NonFinite {
-                record: 0,
-                column: 1,
-                ..
-            }
-        ));
+        assert!(matches!(e, IngestError::NonFinite { record: 0, column: 1, .. }));
     }
 
     #[test]
@@ -821,10 +668,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("nope.npy");
         let e = NpyFile::open(&p).unwrap_err();
-        assert!(
-            matches!(&e, IngestError::Io { path, .. } if *path == p),
-            "{e:?}"
-        );
+        assert!(matches!(&e, IngestError::Io { path, .. } if *path == p), "{e:?}");
     }
 
     #[test]

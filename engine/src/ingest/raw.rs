@@ -77,9 +77,7 @@ impl MappedMatrix {
             ));
         }
         let row_bytes = dim.checked_mul(elem.size());
-        let total = row_bytes
-            .and_then(|rb| u64::try_from(rb).ok())
-            .and_then(|rb| rb.checked_mul(rows));
+        let total = row_bytes.and_then(|rb| u64::try_from(rb).ok()).and_then(|rb| rb.checked_mul(rows));
         let (Some(row_bytes), Some(total)) = (row_bytes, total) else {
             return Err(IngestError::malformed(
                 path,
@@ -97,15 +95,7 @@ impl MappedMatrix {
                 ),
             ));
         }
-        Ok(MappedMatrix {
-            path: path.to_path_buf(),
-            map,
-            data_offset,
-            rows,
-            dim,
-            elem,
-            row_bytes,
-        })
+        Ok(MappedMatrix { path: path.to_path_buf(), map, data_offset, rows, dim, elem, row_bytes })
     }
 
     pub(crate) fn rows(&self) -> u64 {
@@ -121,12 +111,7 @@ impl MappedMatrix {
     /// # Panics
     /// If `row >= self.rows()` or `out.len() != self.dim()` (caller bugs).
     pub(crate) fn read_row_f32(&self, row: u64, out: &mut [f32]) -> Result<(), IngestError> {
-        assert!(
-            row < self.rows,
-            "row {row} out of range for {} ({} rows)",
-            self.path.display(),
-            self.rows
-        );
+        assert!(row < self.rows, "row {row} out of range for {} ({} rows)", self.path.display(), self.rows);
         assert_eq!(
             out.len(),
             self.dim,
@@ -141,11 +126,7 @@ impl MappedMatrix {
         decode_row(self.elem, bytes, out);
         match out.iter().position(|v| !v.is_finite()) {
             None => Ok(()),
-            Some(column) => Err(IngestError::NonFinite {
-                path: self.path.clone(),
-                record: row,
-                column,
-            }),
+            Some(column) => Err(IngestError::NonFinite { path: self.path.clone(), record: row, column }),
         }
     }
 }
@@ -186,28 +167,16 @@ mod tests {
     #[test]
     fn decode_all_types() {
         let mut out = [0f32; 2];
-        let b: Vec<u8> = [1.5f32, -2.0]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
+        let b: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
         decode_row(ElemType::F32, &b, &mut out);
         assert_eq!(out, [1.5, -2.0]);
-        let b: Vec<u8> = [1.5f64, -2.0]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
+        let b: Vec<u8> = [1.5f64, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
         decode_row(ElemType::F64, &b, &mut out);
         assert_eq!(out, [1.5, -2.0]);
-        let b: Vec<u8> = [1.5f32, -2.0]
-            .iter()
-            .flat_map(|&v| half::f16::from_f32(v).to_bits().to_le_bytes())
-            .collect();
+        let b: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|&v| half::f16::from_f32(v).to_bits().to_le_bytes()).collect();
         decode_row(ElemType::F16, &b, &mut out);
         assert_eq!(out, [1.5, -2.0]);
-        let b: Vec<u8> = [1.5f32, -2.0]
-            .iter()
-            .flat_map(|&v| half::bf16::from_f32(v).to_bits().to_le_bytes())
-            .collect();
+        let b: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|&v| half::bf16::from_f32(v).to_bits().to_le_bytes()).collect();
         decode_row(ElemType::BF16, &b, &mut out);
         assert_eq!(out, [1.5, -2.0]);
     }

@@ -30,12 +30,7 @@ impl SafetensorsFile {
         let (name, view) = match tensor_name {
             Some(name) => match st.tensor(name) {
                 Ok(view) => (name.to_string(), view),
-                Err(_) => {
-                    return Err(bad(format!(
-                        "no tensor named '{name}' (the file holds: {})",
-                        list_names(&st)
-                    )))
-                }
+                Err(_) => return Err(bad(format!("no tensor named '{name}' (the file holds: {})", list_names(&st)))),
             },
             None => {
                 let mut all = st.tensors();
@@ -76,11 +71,7 @@ impl SafetensorsFile {
         let data_offset = data.as_ptr() as usize - map.as_ptr() as usize;
         drop(st);
         let matrix = MappedMatrix::new(path, map, data_offset, rows as u64, dim, elem)?;
-        Ok(SafetensorsFile {
-            matrix,
-            name,
-            dtype: super::dtype_name(elem),
-        })
+        Ok(SafetensorsFile { matrix, name, dtype: super::dtype_name(elem) })
     }
 
     /// The file this matrix was read from.
@@ -135,9 +126,7 @@ fn list_names(st: &SafeTensors<'_>) -> String {
 /// Words for the crate's errors (its `Display` is just `Debug`).
 fn describe(e: SafeTensorError) -> String {
     match e {
-        SafeTensorError::HeaderTooSmall => {
-            "not a safetensors file: shorter than the 8-byte header length".into()
-        }
+        SafeTensorError::HeaderTooSmall => "not a safetensors file: shorter than the 8-byte header length".into(),
         SafeTensorError::HeaderTooLarge | SafeTensorError::InvalidHeaderLength => {
             "not a safetensors file (or truncated): the header length in the first 8 bytes \
              exceeds the file or the 100 MB limit"
@@ -209,14 +198,8 @@ pub(crate) mod tests {
     #[test]
     fn round_trip_all_dtypes() {
         let v = values(5, 4); // exactly representable in f16 and bf16
-        let f16b: Vec<u8> = v
-            .iter()
-            .flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes())
-            .collect();
-        let bf16b: Vec<u8> = v
-            .iter()
-            .flat_map(|&x| half::bf16::from_f32(x).to_bits().to_le_bytes())
-            .collect();
+        let f16b: Vec<u8> = v.iter().flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes()).collect();
+        let bf16b: Vec<u8> = v.iter().flat_map(|&x| half::bf16::from_f32(x).to_bits().to_le_bytes()).collect();
         let f64b: Vec<u8> = v.iter().flat_map(|&x| f64::from(x).to_le_bytes()).collect();
         let dir = tempfile::tempdir().unwrap();
         for (dt, bytes, name) in [
@@ -239,10 +222,8 @@ pub(crate) mod tests {
     fn select_by_name() {
         let a = values(2, 3);
         let b: Vec<f32> = values(3, 2).iter().map(|x| x + 100.0).collect();
-        let img = st_image(&[
-            ("a", Dtype::F32, vec![2, 3], f32_bytes(&a)),
-            ("b", Dtype::F32, vec![3, 2], f32_bytes(&b)),
-        ]);
+        let img =
+            st_image(&[("a", Dtype::F32, vec![2, 3], f32_bytes(&a)), ("b", Dtype::F32, vec![3, 2], f32_bytes(&b))]);
         let dir = tempfile::tempdir().unwrap();
         let p = write_file(dir.path(), "two.safetensors", &img);
         let fb = SafetensorsFile::open(&p, Some("b")).unwrap();
@@ -254,10 +235,7 @@ pub(crate) mod tests {
         let r = open_err(&img, None);
         assert!(r.contains("2 tensors") && r.contains("'a', 'b'"), "{r}");
         let r = open_err(&img, Some("c"));
-        assert!(
-            r.contains("no tensor named 'c'") && r.contains("'a', 'b'"),
-            "{r}"
-        );
+        assert!(r.contains("no tensor named 'c'") && r.contains("'a', 'b'"), "{r}");
     }
 
     #[test]
@@ -270,10 +248,7 @@ pub(crate) mod tests {
     fn three_d_rejected() {
         let img = st_image(&[("t", Dtype::F32, vec![2, 2, 2], vec![0; 32])]);
         let r = open_err(&img, None);
-        assert!(
-            r.contains("2-D") && r.contains("3-D") && r.contains("[2, 2, 2]"),
-            "{r}"
-        );
+        assert!(r.contains("2-D") && r.contains("3-D") && r.contains("[2, 2, 2]"), "{r}");
         let img = st_image(&[("t", Dtype::F32, vec![4], vec![0; 16])]);
         assert!(open_err(&img, Some("t")).contains("1-D"));
     }
@@ -303,10 +278,7 @@ pub(crate) mod tests {
     fn non_finite_names_row_and_column() {
         let mut v = values(5, 3);
         v[3 * 3 + 1] = f32::NAN;
-        let bf: Vec<u8> = v
-            .iter()
-            .flat_map(|&x| half::bf16::from_f32(x).to_bits().to_le_bytes())
-            .collect();
+        let bf: Vec<u8> = v.iter().flat_map(|&x| half::bf16::from_f32(x).to_bits().to_le_bytes()).collect();
         let dir = tempfile::tempdir().unwrap();
         for (dt, bytes) in [(Dtype::F32, f32_bytes(&v)), (Dtype::BF16, bf)] {
             let img = st_image(&[("t", dt, vec![5, 3], bytes)]);
@@ -315,10 +287,7 @@ pub(crate) mod tests {
             let mut row = [0f32; 3];
             f.read_row_f32(2, &mut row).unwrap();
             let e = f.read_row_f32(3, &mut row).unwrap_err();
-            assert!(
-                matches!(&e, IngestError::NonFinite { path, record: 3, column: 1 } if *path == p),
-                "{e:?}"
-            );
+            assert!(matches!(&e, IngestError::NonFinite { path, record: 3, column: 1 } if *path == p), "{e:?}");
             f.read_row_f32(4, &mut row).unwrap();
         }
     }
@@ -331,16 +300,8 @@ pub(crate) mod tests {
             .collect();
         let img = st_image(&[("t", Dtype::F16, vec![1, 2], bytes)]);
         let dir = tempfile::tempdir().unwrap();
-        let f =
-            SafetensorsFile::open(&write_file(dir.path(), "i.safetensors", &img), None).unwrap();
+        let f = SafetensorsFile::open(&write_file(dir.path(), "i.safetensors", &img), None).unwrap();
         let e = f.read_row_f32(0, &mut [0f32; 2]).unwrap_err();
-        assert!(matches!(
-            e,
-            IngestError::NonFinite {
-                record: 0,
-                column: 1,
-                ..
-            }
-        ));
+        assert!(matches!(e, IngestError::NonFinite { record: 0, column: 1, .. }));
     }
 }

@@ -1,0 +1,149 @@
+//! `scone info`, `scone get`, `scone verify`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use engine::dtype::decode_row;
+use engine::{format, Table};
+use serde_json::json;
+
+use crate::text::resolve;
+
+pub fn info(path: &Path, as_json: bool) -> Result<()> {
+    let t = Table::open(path)?;
+    let h = t.header();
+    let index_bytes_per_key = t.index_bytes() as f64 / h.rows as f64;
+    if as_json {
+        let v = json!({
+            "path": path.display().to_string(),
+            "format_version": format::FORMAT_VERSION,
+            "file_bytes": t.file_len(),
+            "dim": h.dim,
+            "dtype": h.dtype.name(),
+            "n_max": h.n_max,
+            "vocab_size": h.vocab_size,
+            "rows": h.rows,
+            "row_stride": h.row_stride,
+            "key_seed": h.key_seed,
+            "hottest_first": h.hottest_first,
+            "index": {
+                "kind": "linear-probing",
+                "capacity": h.index.capacity,
+                "entries": h.index.len,
+                "slot_bits": h.index.slot_bits,
+                "key_bits": h.index.key_bits,
+                "bytes": t.index_bytes(),
+                "bytes_per_key": index_bytes_per_key,
+            },
+            "key_collisions": h.build.key_collisions,
+            "build": { "created_unix": h.build.created_unix, "tool": h.build.tool, "source": h.build.source },
+            "tokenizer": h.tokenizer.as_ref().map(|t| json!({"kind": t.kind, "fingerprint": format!("{:016x}", t.fingerprint)})),
+            "sections": h.sections.iter().map(|s| json!({
+                "kind": s.kind.to_string(), "offset": s.offset, "len": s.len, "checksum": format!("{:016x}", s.checksum),
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("table        {}", path.display());
+    println!("format       v{} ({} bytes)", format::FORMAT_VERSION, t.file_len());
+    println!("rows         {} x dim {} {} (stride {} bytes)", h.rows, h.dim, h.dtype, h.row_stride);
+    println!("n-grams      2..={} tokens, vocabulary {}", h.n_max, h.vocab_size);
+    println!("order        {}", if h.hottest_first { "hottest first (by count)" } else { "input order" });
+    println!(
+        "index        linear probing, {} entries for {} home slots, {:.2} bytes/key, {} key collisions",
+        h.index.len, h.index.capacity, index_bytes_per_key, h.build.key_collisions
+    );
+    println!("key seed     {:#018x}", h.key_seed);
+    match &h.tokenizer {
+        Some(tk) => println!("tokenizer    {} (fingerprint {:016x})", tk.kind, tk.fingerprint),
+        None => println!("tokenizer    none"),
+    }
+    println!("built        {} by {}", h.build.created_unix, h.build.tool);
+    if !h.build.source.is_empty() {
+        println!("source       {}", h.build.source);
+    }
+    println!("sections");
+    for s in &h.sections {
+        println!("  {:<10} offset {:>14}  len {:>14}  xxh3 {:016x}", s.kind.to_string(), s.offset, s.len, s.checksum);
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct GetArgs {
+    pub table: PathBuf,
+    /// The n-gram's token ids (e.g. `12 7 93`).
+    pub ids: Vec<String>,
+    /// Give the n-gram as text, tokenized with the table's embedded tokenizer.
+    #[arg(long, conflicts_with = "ids")]
+    pub text: Option<String>,
+    /// Print every value of the row, not only a summary.
+    #[arg(long)]
+    pub full: bool,
+    /// Print JSON (format in docs/CLI.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn get(a: GetArgs) -> Result<()> {
+    let t = Table::open(&a.table)?;
+    let (ngram, pieces) = resolve(&t, &a.ids, a.text.as_deref())?;
+    let found = t.lookup(&ngram);
+    let row = found.and_then(|s| t.row_bytes(s)).map(|b| decode_row(b, t.dtype()));
+    let summary = row.as_ref().map(|r| {
+        let (min, max) = r.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        let mean = r.iter().map(|&v| v as f64).sum::<f64>() / r.len() as f64;
+        let norm = r.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt();
+        (min, max, mean, norm)
+    });
+    if a.json {
+        let v = json!({
+            "ngram": ngram,
+            "pieces": pieces,
+            "found": found.is_some(),
+            "slot": found,
+            "count": found.and_then(|s| t.count(s)),
+            "row": row.as_ref().zip(summary).map(|(r, (min, max, mean, norm))| json!({
+                "dim": r.len(), "dtype": t.dtype().name(), "min": min, "max": max, "mean": mean, "l2_norm": norm,
+                "head": &r[..r.len().min(8)],
+                "values": if a.full { Some(r) } else { None },
+            })),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let shown = if pieces.iter().all(|p| !p.is_empty()) { format!(" \"{}\"", pieces.join(" ")) } else { String::new() };
+    match (found, row, summary) {
+        (Some(slot), Some(r), Some((min, max, mean, norm))) => {
+            println!("{ngram:?}{shown}: slot {slot}");
+            if let Some(c) = t.count(slot) {
+                println!("count        {c}");
+            }
+            println!(
+                "row          dim {} {}, min {min:.4}, max {max:.4}, mean {mean:.4}, l2 {norm:.4}",
+                r.len(),
+                t.dtype()
+            );
+            let head: Vec<String> =
+                r.iter().take(if a.full { r.len() } else { 8 }).map(|v| format!("{v:.4}")).collect();
+            println!("values       [{}{}]", head.join(", "), if a.full || r.len() <= 8 { "" } else { ", ..." });
+        }
+        _ => println!("{ngram:?}{shown}: not in the table"),
+    }
+    Ok(())
+}
+
+pub fn verify(path: &Path) -> Result<()> {
+    let t = Table::open(path)?;
+    let started = std::time::Instant::now();
+    let sections = t.verify().with_context(|| "verification failed")?;
+    let bytes: u64 = sections.iter().map(|s| s.len).sum();
+    for s in &sections {
+        println!("ok  {:<10} {:>14} bytes  xxh3 {:016x}", s.kind.to_string(), s.len, s.checksum);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("{}: all {} sections verified ({bytes} bytes in {secs:.2} s)", path.display(), sections.len());
+    Ok(())
+}
