@@ -74,9 +74,7 @@ pub(crate) fn no_panic<T>(
             .map(|s| s.to_string())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "non-string panic payload".to_string());
-        Err(BridgeError::NoDriver(format!(
-            "{what}: CUDA binding panicked: {msg}"
-        )))
+        Err(BridgeError::NoDriver(format!("{what}: CUDA binding panicked: {msg}")))
     })
 }
 
@@ -109,9 +107,7 @@ fn load_and_resolve() -> Result<(), BridgeError> {
         if missing.is_empty() {
             Ok(())
         } else {
-            Err(BridgeError::NoDriver(format!(
-                "libcuda was loaded but lacks {missing:?}; the driver is too old"
-            )))
+            Err(BridgeError::NoDriver(format!("libcuda was loaded but lacks {missing:?}; the driver is too old")))
         }
     })
 }
@@ -132,9 +128,7 @@ pub fn driver_version() -> Result<(u32, u32), BridgeError> {
         let mut version: std::ffi::c_int = 0;
         // SAFETY: `check_driver` resolved this symbol; the driver writes one
         // int through the pointer, which points to a live local.
-        unsafe { sys::cuDriverGetVersion(&mut version) }
-            .result()
-            .map_err(cuda_err("cuDriverGetVersion"))?;
+        unsafe { sys::cuDriverGetVersion(&mut version) }.result().map_err(cuda_err("cuDriverGetVersion"))?;
         let version = u32::try_from(version).unwrap_or(0);
         Ok((version / 1000, (version % 1000) / 10))
     })
@@ -154,8 +148,7 @@ pub fn device_count() -> Result<usize, BridgeError> {
                 }
             }
         }
-        let count = result::device::get_count()
-            .map_err(|e| classify_init_error("cuDeviceGetCount", e, 0))?;
+        let count = result::device::get_count().map_err(|e| classify_init_error("cuDeviceGetCount", e, 0))?;
         Ok(usize::try_from(count).unwrap_or(0))
     })
 }

@@ -63,17 +63,8 @@ mod tests {
     fn no_device_and_stub_are_classified_without_touching_the_driver() {
         // None of these paths may call into libcuda (there is none here).
         let e = classify_init_error("cuInit", DriverError(CUresult::CUDA_ERROR_NO_DEVICE), 3);
-        assert_eq!(
-            e,
-            BridgeError::NoDevice {
-                ordinal: 3,
-                count: 0
-            }
-        );
+        assert_eq!(e, BridgeError::NoDevice { ordinal: 3, count: 0 });
         let e = classify_init_error("cuInit", DriverError(CUresult::CUDA_ERROR_STUB_LIBRARY), 0);
-        assert!(
-            matches!(e, BridgeError::NoDriver(ref m) if m.contains("STUB_LIBRARY")),
-            "{e:?}"
-        );
+        assert!(matches!(e, BridgeError::NoDriver(ref m) if m.contains("STUB_LIBRARY")), "{e:?}");
     }
 }

@@ -44,19 +44,11 @@ impl Gpu {
         // or writing a `PinnedBuffer` wait for in-flight DMA from/to it.
         let stream = ctx.new_stream().map_err(cuda_err("creating stream"))?;
         if !ctx.is_managing_stream_synchronization() {
-            return Err(BridgeError::Cuda(
-                "cudarc event tracking is off; buffer use would not be synchronised".into(),
-            ));
+            return Err(BridgeError::Cuda("cudarc event tracking is off; buffer use would not be synchronised".into()));
         }
         let name = ctx.name().map_err(cuda_err("cuDeviceGetName"))?;
         let total_memory = ctx.total_mem().map_err(cuda_err("cuDeviceTotalMem"))?;
-        Ok(Gpu {
-            ctx,
-            stream,
-            ordinal,
-            name,
-            total_memory,
-        })
+        Ok(Gpu { ctx, stream, ordinal, name, total_memory })
     }
 
     /// Device ordinal this handle was opened with.
@@ -104,34 +96,23 @@ impl Gpu {
         write_combined: bool,
     ) -> Result<PinnedBuffer, BridgeError> {
         if len == 0 {
-            return Ok(PinnedBuffer {
-                inner: None,
-                write_combined,
-            });
+            return Ok(PinnedBuffer { inner: None, write_combined });
         }
         if len >= isize::MAX as usize {
-            return Err(BridgeError::InvalidArgument(format!(
-                "pinned allocation of {len} bytes is too large"
-            )));
+            return Err(BridgeError::InvalidArgument(format!("pinned allocation of {len} bytes is too large")));
         }
         // SAFETY: `alloc_pinned_with_flags` is unsafe only because the new
         // memory is uninitialised; it is zeroed below before any reference to
         // it can be formed. `len` is non-zero and below isize::MAX, so
         // cudarc's internal size assertions hold.
         let mut slice: PinnedHostSlice<u8> =
-            unsafe { self.ctx.alloc_pinned_with_flags(len, flags) }
-                .map_err(cuda_err("cuMemHostAlloc"))?;
-        let ptr = slice
-            .as_mut_ptr()
-            .map_err(cuda_err("synchronising new pinned buffer"))?;
+            unsafe { self.ctx.alloc_pinned_with_flags(len, flags) }.map_err(cuda_err("cuMemHostAlloc"))?;
+        let ptr = slice.as_mut_ptr().map_err(cuda_err("synchronising new pinned buffer"))?;
         // SAFETY: `ptr` is the start of the `len`-byte host allocation owned
         // by `slice`, which was just created: no copy uses it and no other
         // pointer or reference to it exists. `write_bytes` only writes.
         unsafe { std::ptr::write_bytes(ptr, 0, len) };
-        Ok(PinnedBuffer {
-            inner: Some(slice),
-            write_combined,
-        })
+        Ok(PinnedBuffer { inner: Some(slice), write_combined })
     }
 
     /// Allocates `len` bytes of device memory, zeroed (the memset is
@@ -140,45 +121,32 @@ impl Gpu {
         let inner = if len == 0 {
             None
         } else {
-            Some(
-                self.stream
-                    .alloc_zeros::<u8>(len)
-                    .map_err(cuda_err("allocating device memory"))?,
-            )
+            Some(self.stream.alloc_zeros::<u8>(len).map_err(cuda_err("allocating device memory"))?)
         };
-        Ok(DeviceBuffer {
-            inner,
-            ordinal: self.ordinal,
-        })
+        Ok(DeviceBuffer { inner, ordinal: self.ordinal })
     }
 
     fn check_pinned(&self, buf: &PinnedBuffer) -> Result<(), BridgeError> {
         match &buf.inner {
-            Some(slice) if slice.context() != &self.ctx => Err(BridgeError::InvalidArgument(
-                "pinned buffer was allocated by a different CUDA context".into(),
-            )),
+            Some(slice) if slice.context() != &self.ctx => {
+                Err(BridgeError::InvalidArgument("pinned buffer was allocated by a different CUDA context".into()))
+            }
             _ => Ok(()),
         }
     }
 
     fn check_device(&self, buf: &DeviceBuffer) -> Result<(), BridgeError> {
         match &buf.inner {
-            Some(slice) if slice.context() != &self.ctx => {
-                Err(BridgeError::InvalidArgument(format!(
-                    "device buffer belongs to device {}, this Gpu is device {}",
-                    buf.ordinal, self.ordinal
-                )))
-            }
+            Some(slice) if slice.context() != &self.ctx => Err(BridgeError::InvalidArgument(format!(
+                "device buffer belongs to device {}, this Gpu is device {}",
+                buf.ordinal, self.ordinal
+            ))),
             _ => Ok(()),
         }
     }
 
     /// Enqueues the copy without recording a completion event.
-    pub(crate) fn enqueue_htod(
-        &self,
-        src: &PinnedBuffer,
-        dst: &mut DeviceBuffer,
-    ) -> Result<(), BridgeError> {
+    pub(crate) fn enqueue_htod(&self, src: &PinnedBuffer, dst: &mut DeviceBuffer) -> Result<(), BridgeError> {
         if src.len() > dst.len() {
             return Err(BridgeError::InvalidArgument(format!(
                 "copy_to_device: source has {} bytes, destination only {}",
@@ -189,9 +157,7 @@ impl Gpu {
         self.check_pinned(src)?;
         self.check_device(dst)?;
         if let (Some(s), Some(d)) = (&src.inner, &mut dst.inner) {
-            self.stream
-                .memcpy_htod(s, d)
-                .map_err(cuda_err("cuMemcpyHtoDAsync"))?;
+            self.stream.memcpy_htod(s, d).map_err(cuda_err("cuMemcpyHtoDAsync"))?;
         }
         // Errors of the event bookkeeping done on drop inside cudarc.
         self.ctx.check_err().map_err(cuda_err("copy_to_device"))
@@ -204,11 +170,7 @@ impl Gpu {
     /// Reusing `src` is safe at any time: `src.as_mut_slice()` waits until
     /// every copy reading it has finished. `dst.len()` must be at least
     /// `src.len()`; both must belong to this device.
-    pub fn copy_to_device(
-        &self,
-        src: &PinnedBuffer,
-        dst: &mut DeviceBuffer,
-    ) -> Result<CopyEvent, BridgeError> {
+    pub fn copy_to_device(&self, src: &PinnedBuffer, dst: &mut DeviceBuffer) -> Result<CopyEvent, BridgeError> {
         self.enqueue_htod(src, dst)?;
         self.record()
     }
@@ -216,11 +178,7 @@ impl Gpu {
     /// Enqueues an asynchronous copy of all of `src` into the first
     /// `src.len()` bytes of `dst`; `dst.as_slice()` waits for it. Mainly for
     /// tests and verification.
-    pub fn copy_to_host(
-        &self,
-        src: &DeviceBuffer,
-        dst: &mut PinnedBuffer,
-    ) -> Result<CopyEvent, BridgeError> {
+    pub fn copy_to_host(&self, src: &DeviceBuffer, dst: &mut PinnedBuffer) -> Result<CopyEvent, BridgeError> {
         if src.len() > dst.len() {
             return Err(BridgeError::InvalidArgument(format!(
                 "copy_to_host: source has {} bytes, destination only {}",
@@ -231,9 +189,7 @@ impl Gpu {
         self.check_device(src)?;
         self.check_pinned(dst)?;
         if let (Some(s), Some(d)) = (&src.inner, &mut dst.inner) {
-            self.stream
-                .memcpy_dtoh(s, d)
-                .map_err(cuda_err("cuMemcpyDtoHAsync"))?;
+            self.stream.memcpy_dtoh(s, d).map_err(cuda_err("cuMemcpyDtoHAsync"))?;
         }
         self.ctx.check_err().map_err(cuda_err("copy_to_host"))?;
         self.record()
@@ -244,10 +200,7 @@ impl Gpu {
     pub fn read_device(&self, src: &DeviceBuffer) -> Result<Vec<u8>, BridgeError> {
         self.check_device(src)?;
         let out = match &src.inner {
-            Some(s) => self
-                .stream
-                .clone_dtoh(s)
-                .map_err(cuda_err("cuMemcpyDtoHAsync"))?,
+            Some(s) => self.stream.clone_dtoh(s).map_err(cuda_err("cuMemcpyDtoHAsync"))?,
             None => Vec::new(),
         };
         self.synchronize()?;
@@ -256,25 +209,18 @@ impl Gpu {
 
     /// Blocks until all work issued on this `Gpu`'s stream has finished.
     pub fn synchronize(&self) -> Result<(), BridgeError> {
-        self.stream
-            .synchronize()
-            .map_err(cuda_err("cuStreamSynchronize"))?;
+        self.stream.synchronize().map_err(cuda_err("cuStreamSynchronize"))?;
         self.ctx.check_err().map_err(cuda_err("stream work"))
     }
 
     fn record(&self) -> Result<CopyEvent, BridgeError> {
-        let event = self
-            .stream
-            .record_event(None)
-            .map_err(cuda_err("recording event"))?;
+        let event = self.stream.record_event(None).map_err(cuda_err("recording event"))?;
         Ok(CopyEvent { event })
     }
 
     /// Records an event with timing enabled (for bandwidth measurements).
     pub(crate) fn record_timing_event(&self) -> Result<CudaEvent, BridgeError> {
-        self.stream
-            .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
-            .map_err(cuda_err("recording timing event"))
+        self.stream.record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(cuda_err("recording timing event"))
     }
 }
 
@@ -290,16 +236,12 @@ impl CopyEvent {
     /// Blocks until the copy (and all work issued before it on the same
     /// stream) has finished. Spin-waits, for lowest latency.
     pub fn synchronize(&self) -> Result<(), BridgeError> {
-        self.event
-            .synchronize()
-            .map_err(cuda_err("cuEventSynchronize"))
+        self.event.synchronize().map_err(cuda_err("cuEventSynchronize"))
     }
 
     /// Whether the copy has finished, without blocking.
     pub fn is_complete(&self) -> Result<bool, BridgeError> {
-        self.event
-            .try_is_complete()
-            .map_err(cuda_err("cuEventQuery"))
+        self.event.try_is_complete().map_err(cuda_err("cuEventQuery"))
     }
 }
 
@@ -333,9 +275,7 @@ impl PinnedBuffer {
     /// this buffer (`copy_to_host`) to finish.
     pub fn as_slice(&self) -> Result<&[u8], BridgeError> {
         match &self.inner {
-            Some(s) => s
-                .as_slice()
-                .map_err(cuda_err("waiting for copies of pinned buffer")),
+            Some(s) => s.as_slice().map_err(cuda_err("waiting for copies of pinned buffer")),
             None => Ok(&[]),
         }
     }
@@ -345,9 +285,7 @@ impl PinnedBuffer {
     /// never races the DMA engine.
     pub fn as_mut_slice(&mut self) -> Result<&mut [u8], BridgeError> {
         match &mut self.inner {
-            Some(s) => s
-                .as_mut_slice()
-                .map_err(cuda_err("waiting for copies of pinned buffer")),
+            Some(s) => s.as_mut_slice().map_err(cuda_err("waiting for copies of pinned buffer")),
             None => Ok(&mut []),
         }
     }

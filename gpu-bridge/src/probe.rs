@@ -25,14 +25,10 @@ pub fn probe_bandwidth(gpu: &Gpu, bytes: usize, iters: usize) -> Result<f64, Bri
         gpu.enqueue_htod(&src, &mut dst)?;
     }
     let end = gpu.record_timing_event()?;
-    let ms = start
-        .elapsed_ms(&end)
-        .map_err(cuda_err("cuEventElapsedTime"))?;
+    let ms = start.elapsed_ms(&end).map_err(cuda_err("cuEventElapsedTime"))?;
     gpu.synchronize()?;
     if ms.is_nan() || ms <= 0.0 {
-        return Err(BridgeError::Cuda(format!(
-            "event timer reported {ms} ms for {iters} copies of {bytes} bytes"
-        )));
+        return Err(BridgeError::Cuda(format!("event timer reported {ms} ms for {iters} copies of {bytes} bytes")));
     }
     let total = bytes as f64 * iters as f64;
     Ok(total / (f64::from(ms) / 1e3) / 1e9)

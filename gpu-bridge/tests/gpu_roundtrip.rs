@@ -41,11 +41,7 @@ const SIZES: [usize; 3] = [1, 4097, 16 * MIB];
 #[test]
 fn pinned_device_host_round_trip() {
     let Some(gpu) = gpu_or_skip() else { return };
-    eprintln!(
-        "device: {} ({} bytes)",
-        gpu.device_name(),
-        gpu.total_memory()
-    );
+    eprintln!("device: {} ({} bytes)", gpu.device_name(), gpu.total_memory());
     assert!(!gpu.device_name().is_empty());
     assert!(gpu.total_memory() > 0);
     for (i, &len) in SIZES.iter().enumerate() {
@@ -61,14 +57,8 @@ fn pinned_device_host_round_trip() {
         let mut back = gpu.alloc_pinned(len).unwrap();
         let down = gpu.copy_to_host(&dev, &mut back).unwrap();
         down.synchronize().unwrap();
-        assert!(
-            back.as_slice().unwrap() == input.as_slice(),
-            "round trip of {len} bytes differs"
-        );
-        assert!(
-            gpu.read_device(&dev).unwrap() == input,
-            "read_device of {len} bytes differs"
-        );
+        assert!(back.as_slice().unwrap() == input.as_slice(), "round trip of {len} bytes differs");
+        assert!(gpu.read_device(&dev).unwrap() == input, "read_device of {len} bytes differs");
     }
 }
 
@@ -90,10 +80,7 @@ fn write_combined_staging_and_buffer_reuse() {
     gpu.synchronize().unwrap();
     let got = gpu.read_device(&dev).unwrap();
     assert!(got[..len] == last[..], "prefix is not the last upload");
-    assert!(
-        got[len..].iter().all(|&b| b == 0),
-        "tail of a fresh device buffer must stay zero"
-    );
+    assert!(got[len..].iter().all(|&b| b == 0), "tail of a fresh device buffer must stay zero");
 }
 
 #[test]
@@ -101,34 +88,22 @@ fn copies_check_lengths_and_handle_empty_buffers() {
     let Some(gpu) = gpu_or_skip() else { return };
     let src = gpu.alloc_pinned(10).unwrap();
     let mut small = gpu.alloc_device(9).unwrap();
-    assert!(matches!(
-        gpu.copy_to_device(&src, &mut small),
-        Err(BridgeError::InvalidArgument(_))
-    ));
+    assert!(matches!(gpu.copy_to_device(&src, &mut small), Err(BridgeError::InvalidArgument(_))));
     let mut small_host = gpu.alloc_pinned(9).unwrap();
     let big = gpu.alloc_device(10).unwrap();
-    assert!(matches!(
-        gpu.copy_to_host(&big, &mut small_host),
-        Err(BridgeError::InvalidArgument(_))
-    ));
+    assert!(matches!(gpu.copy_to_host(&big, &mut small_host), Err(BridgeError::InvalidArgument(_))));
 
     let empty = gpu.alloc_pinned(0).unwrap();
     assert!(empty.is_empty() && empty.as_slice().unwrap().is_empty());
     let mut empty_dev = gpu.alloc_device(0).unwrap();
-    gpu.copy_to_device(&empty, &mut empty_dev)
-        .unwrap()
-        .synchronize()
-        .unwrap();
+    gpu.copy_to_device(&empty, &mut empty_dev).unwrap().synchronize().unwrap();
     assert!(gpu.read_device(&empty_dev).unwrap().is_empty());
 }
 
 #[test]
 fn bandwidth_probe_reports_a_plausible_rate() {
     let Some(gpu) = gpu_or_skip() else { return };
-    assert!(matches!(
-        probe_bandwidth(&gpu, 0, 1),
-        Err(BridgeError::InvalidArgument(_))
-    ));
+    assert!(matches!(probe_bandwidth(&gpu, 0, 1), Err(BridgeError::InvalidArgument(_))));
     let gbps = probe_bandwidth(&gpu, 16 * MIB, 5).unwrap();
     eprintln!("pinned HtoD 16 MiB: {gbps:.2} GB/s");
     // PCIe 3 x16 gives ~12 GB/s, PCIe 5 x16 ~55, NVLink-C2C more; anything

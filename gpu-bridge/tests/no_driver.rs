@@ -21,10 +21,7 @@ fn open_returns_without_panicking() {
             other => panic!("SCONE_EXPECT_NO_GPU=1 but Gpu::open(0) gave {other:?}"),
         }
     } else {
-        eprintln!(
-            "Gpu::open(0) -> {:?}",
-            result.as_ref().map(|g| g.device_name())
-        );
+        eprintln!("Gpu::open(0) -> {:?}", result.as_ref().map(|g| g.device_name()));
     }
 }
 
@@ -36,10 +33,7 @@ fn driver_queries_agree_and_do_not_panic() {
         Err(BridgeError::NoDriver(_)) => {
             assert!(matches!(count, Err(BridgeError::NoDriver(_))), "{count:?}");
             // A nonsense ordinal also reports the missing driver first.
-            assert!(matches!(
-                Gpu::open(usize::MAX),
-                Err(BridgeError::NoDriver(_))
-            ));
+            assert!(matches!(Gpu::open(usize::MAX), Err(BridgeError::NoDriver(_))));
         }
         Err(other) => panic!("check_driver returned an unexpected error kind: {other:?}"),
         Ok(()) => {

@@ -56,10 +56,7 @@ fn run(ordinal: usize) -> Result<(), BridgeError> {
     );
     for size in [16 * MIB, 64 * MIB] {
         let gbps = probe_bandwidth(&gpu, size, ITERS)?;
-        println!(
-            "pinned HtoD {:>3} MiB x {ITERS}: {gbps:.2} GB/s",
-            size / MIB
-        );
+        println!("pinned HtoD {:>3} MiB x {ITERS}: {gbps:.2} GB/s", size / MIB);
     }
     Ok(())
 }
