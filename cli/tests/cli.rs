@@ -1,0 +1,198 @@
+//! End-to-end tests of the `scone` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn scone(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_scone")).args(args).output().expect("run scone")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Writes a little-endian f32 .npy file of shape [rows, dim].
+fn write_npy(path: &Path, rows: &[Vec<f32>]) {
+    let dim = rows.first().map_or(0, |r| r.len());
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {dim}), }}", rows.len());
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for r in rows {
+        for v in r {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+struct Inputs {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    npy: PathBuf,
+    ngrams: PathBuf,
+}
+
+fn inputs(ngram_lines: &str, rows: &[Vec<f32>]) -> Inputs {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().to_path_buf();
+    let npy = p.join("emb.npy");
+    let ngrams = p.join("ngrams.txt");
+    write_npy(&npy, rows);
+    std::fs::write(&ngrams, ngram_lines).unwrap();
+    Inputs { _dir: dir, dir: p, npy, ngrams }
+}
+
+fn build_args<'a>(i: &'a Inputs, out: &'a str) -> Vec<String> {
+    vec![
+        "build".into(),
+        "--embeddings".into(),
+        i.npy.display().to_string(),
+        "--ngrams".into(),
+        i.ngrams.display().to_string(),
+        "--out".into(),
+        i.dir.join(out).display().to_string(),
+        "--vocab-size".into(),
+        "100".into(),
+        "--n-max".into(),
+        "3".into(),
+        "--dtype".into(),
+        "f32".into(),
+    ]
+}
+
+fn run_build(i: &Inputs, out: &str) -> Output {
+    let args = build_args(i, out);
+    scone(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+#[test]
+fn build_then_query_with_json() {
+    let rows = vec![vec![1.0, 2.0], vec![3.0, 4.0], vec![5.0, -6.5]];
+    let i = inputs("1 2\t10\n2 3 4\t30\n7 8\t20\n", &rows);
+    let o = run_build(&i, "t.scone");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("3 rows"), "{}", stdout(&o));
+    let t = i.dir.join("t.scone");
+    let t = t.to_str().unwrap();
+
+    let o = scone(&["info", t, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["rows"], 3);
+    assert_eq!(v["dim"], 2);
+    assert_eq!(v["dtype"], "f32");
+    assert_eq!(v["hottest_first"], true);
+    assert!(v["index"]["bytes_per_key"].as_f64().unwrap() > 0.0);
+
+    let o = scone(&["get", t, "2", "3", "4", "--json", "--full"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["found"], true);
+    assert_eq!(v["slot"], 0, "count 30 is the hottest");
+    assert_eq!(v["count"], 30);
+    assert_eq!(v["row"]["values"], serde_json::json!([3.0, 4.0]));
+    let o = scone(&["get", t, "8", "7"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("not in the table"));
+
+    // 7 8 then 1 2 3 4: positions 1 (7 8), 3 (1 2) and 5 (2 3 4) hit.
+    let o = scone(&["match", t, "7", "8", "1", "2", "3", "4", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let hits: Vec<(u64, u64)> = v["positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["hit"] == true)
+        .map(|p| (p["pos"].as_u64().unwrap(), p["len"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(hits, vec![(1, 2), (3, 2), (5, 3)]);
+    let o = scone(&["verify", t]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("all 4 sections verified"), "{}", stdout(&o));
+    // --text needs an embedded tokenizer, which this table lacks.
+    let o = scone(&["match", t, "--text", "hello"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no embedded tokenizer"), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_input_names_the_line_and_writes_no_table() {
+    let cases: &[(&str, Vec<Vec<f32>>, &str)] = &[
+        ("1 2\n3 x\n", vec![vec![0.0], vec![1.0]], "line 2"),
+        ("1 2\n3 4\n", vec![vec![0.0], vec![f32::NAN]], "row 1"),
+        ("1 2\n3 400\n", vec![vec![0.0], vec![1.0]], "line 2 (embedding row 1): token id 400"),
+        ("1 2\n1 2\n", vec![vec![0.0], vec![1.0]], "line 2: duplicate n-gram [1, 2] (first at line 1)"),
+        ("1 2 3 4\n", vec![vec![0.0]], "line 1 (embedding row 0): n-gram has 4 tokens"),
+        ("5\n", vec![vec![0.0]], "n-gram has 1 tokens"),
+        ("1 2\n", vec![vec![0.0], vec![1.0]], "2 rows"),
+    ];
+    for (lines, rows, want) in cases {
+        let i = inputs(lines, rows);
+        let o = run_build(&i, "t.scone");
+        assert!(!o.status.success(), "{lines:?} should fail");
+        let err = stderr(&o);
+        assert!(err.contains(want), "{lines:?}: {err:?} should contain {want:?}");
+        assert!(err.starts_with("error: "), "{err}");
+        let left: Vec<_> = std::fs::read_dir(&i.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("scone"))
+            .collect();
+        assert!(left.is_empty(), "{lines:?}: left {left:?}");
+    }
+    // A truncated embeddings file.
+    let i = inputs("1 2\n", &[vec![0.0, 1.0]]);
+    let bytes = std::fs::read(&i.npy).unwrap();
+    std::fs::write(&i.npy, &bytes[..bytes.len() - 2]).unwrap();
+    let o = run_build(&i, "t.scone");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("emb.npy"), "{}", stderr(&o));
+}
+
+#[test]
+fn errors_on_missing_or_foreign_tables() {
+    let o = scone(&["info", "/nonexistent/t.scone"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("/nonexistent/t.scone"));
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x.scone");
+    std::fs::write(&f, b"definitely not a table").unwrap();
+    let o = scone(&["verify", f.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not a scone table"));
+    // Every command has --help.
+    for cmd in ["build", "info", "get", "match", "verify", "demo"] {
+        let o = scone(&[cmd, "--help"]);
+        assert!(o.status.success(), "{cmd} --help");
+        assert!(stdout(&o).contains("Usage"));
+    }
+}
+
+#[test]
+fn demo_runs_on_the_bundled_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let o = scone(&["demo", "--out", out.to_str().unwrap(), "--top-k", "3000", "--dim", "16"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    assert!(s.contains("31102 verses"), "{s}");
+    assert!(s.contains("3000 f-grams"), "{s}");
+    assert!(s.contains("synthetic"), "the demo must say its rows are synthetic");
+    assert!(s.contains("\"in the\""), "{s}");
+    assert!(s.contains("M tokens/s"));
+    let t = out.join("kjv.scone");
+    let o = scone(&["match", t.to_str().unwrap(), "--text", "and the lord said unto moses", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let last = &v["positions"][5];
+    assert_eq!(last["piece"], "moses");
+    assert_eq!(last["hit"], true);
+    assert!(last["ngram_text"].as_str().unwrap().ends_with("unto moses"), "{last}");
+}
