@@ -19,6 +19,8 @@ pub mod key;
 pub mod matcher;
 mod prefetch;
 pub mod table;
+#[doc(hidden)]
+pub mod untrusted;
 
 pub use builder::{BuildConfig, BuildPhase, BuildSummary, TableBuilder};
 pub use dtype::Dtype;

@@ -120,11 +120,12 @@ impl Table {
             Ok(Some(s))
         };
         let missing = |kind| OpenError::BadSection { path: path.clone(), section: kind, reason: "missing".into() };
-        let rows =
-            section(SectionKind::Rows, Some(h.rows * h.row_stride))?.ok_or_else(|| missing(SectionKind::Rows))?;
+        let rows = section(SectionKind::Rows, Some(h.rows.saturating_mul(h.row_stride)))?
+            .ok_or_else(|| missing(SectionKind::Rows))?;
         let ngrams = section(SectionKind::Ngrams, Some(h.rows * h.n_max as u64 * 4))?
             .ok_or_else(|| missing(SectionKind::Ngrams))?;
-        let index = section(SectionKind::Index, Some(h.index.len * 8))?.ok_or_else(|| missing(SectionKind::Index))?;
+        let index = section(SectionKind::Index, Some(h.index.len.saturating_mul(8)))?
+            .ok_or_else(|| missing(SectionKind::Index))?;
         let counts = section(SectionKind::Counts, Some(h.rows * 8))?;
         let tokenizer = section(SectionKind::Tokenizer, None)?;
         if h.hottest_first && counts.is_none() {
