@@ -255,6 +255,43 @@ impl Table {
         self.index().probe(key, |slot| self.ngram(slot) == Some(ngram))
     }
 
+    /// Looks up many n-grams; `out[i]` is the slot of `ngrams[i]`. Works in groups:
+    /// hash and prefetch every index line of a group, then read the candidates and
+    /// prefetch their stored n-grams, then verify, so that the cache misses of a
+    /// group overlap instead of following one another.
+    pub fn lookup_batch(&self, ngrams: &[&[u32]], out: &mut Vec<Option<u32>>) {
+        const GROUP: usize = 16;
+        let ix = self.index();
+        let words = self.ngram_words();
+        let n = self.n_max();
+        let seed = self.header.key_seed;
+        out.reserve(ngrams.len());
+        for group in ngrams.chunks(GROUP) {
+            let mut keys = [0u64; GROUP];
+            for (k, g) in keys.iter_mut().zip(group) {
+                *k = ngram_key(g, seed);
+                ix.prefetch(*k);
+            }
+            let mut cand = [u32::MAX; GROUP];
+            for (c, &k) in cand.iter_mut().zip(&keys) {
+                *c = ix.first_candidate(k).unwrap_or(u32::MAX);
+                if let Some(w) = words.get(*c as usize * n) {
+                    crate::prefetch::prefetch_read(w);
+                }
+            }
+            for ((g, &k), &c) in group.iter().zip(&keys).zip(&cand) {
+                let found = if g.len() < 2 || g.len() > n || c == u32::MAX {
+                    None
+                } else if self.ngram(c) == Some(g) {
+                    Some(c)
+                } else {
+                    ix.probe(k, |slot| self.ngram(slot) == Some(*g))
+                };
+                out.push(found);
+            }
+        }
+    }
+
     /// The embedded tokenizer, if the builder was given one: (kind, bytes).
     pub fn tokenizer(&self) -> Option<(&str, &[u8])> {
         let info = self.header.tokenizer.as_ref()?;

@@ -23,12 +23,23 @@ fn every_ngram_is_found_with_its_row_in_every_dtype() {
         }
         // Absent n-grams (not in the naive map) are never found.
         let map = naive_map(&spec);
+        let mut probes: Vec<Vec<u32>> = Vec::new();
         for a in 0..50u32 {
             for b in 0..50u32 {
                 let g = vec![a, b];
                 assert_eq!(t.lookup(&g).is_some(), map.contains_key(&g));
+                probes.push(g);
             }
         }
+        // The batched lookup agrees with single lookups, stored n-grams and odd lengths included.
+        probes.extend(spec.ngrams.iter().cloned());
+        probes.push(vec![1]);
+        probes.push(vec![1, 2, 3, 4, 5]);
+        let refs: Vec<&[u32]> = probes.iter().map(Vec::as_slice).collect();
+        let mut batch = Vec::new();
+        t.lookup_batch(&refs, &mut batch);
+        let single: Vec<Option<u32>> = refs.iter().map(|g| t.lookup(g)).collect();
+        assert_eq!(batch, single);
         t.verify().unwrap();
     }
 }
@@ -89,6 +100,10 @@ fn colliding_keys_are_detected_and_all_stay_retrievable() {
     for (rec, g) in spec.ngrams.iter().enumerate() {
         assert_eq!(t.lookup(g), Some(rec as u32));
     }
+    let refs: Vec<&[u32]> = spec.ngrams.iter().map(Vec::as_slice).collect();
+    let mut batch = Vec::new();
+    t.lookup_batch(&refs, &mut batch);
+    assert_eq!(batch, (0..400).map(Some).collect::<Vec<_>>());
     assert_eq!(t.lookup(&[19, 19, 19, 19, 19]), None);
 }
 
