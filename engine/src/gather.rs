@@ -1,6 +1,8 @@
 //! Gather: copy the rows of a batch of slots into a caller's dense buffer, in the
 //! stored dtype or converted, from the memory-mapped rows section.
 
+use rayon::prelude::*;
+
 use crate::dtype::{convert_row, Dtype};
 use crate::error::GatherError;
 use crate::prefetch::prefetch_read;
@@ -10,8 +12,8 @@ use crate::table::Table;
 /// caller uses its own fallback (the token embedding) there.
 pub const MISS_SLOT: u32 = u32::MAX;
 
-/// Batches with more output bytes than this are split across threads.
-const PARALLEL_BYTES: usize = 1 << 20;
+/// Batches are split across threads in pieces of at least this many output bytes.
+const PARALLEL_BYTES: usize = 512 << 10;
 /// Rows ahead of the copy whose cache lines are prefetched.
 const PREFETCH_DISTANCE: usize = 8;
 
@@ -20,7 +22,7 @@ const PREFETCH_DISTANCE: usize = 8;
 pub struct GatherOptions {
     /// Output dtype (rows are converted when it differs from the table's).
     pub dtype: Dtype,
-    /// Upper bound on threads; 0 = all available cores.
+    /// Upper bound on threads (rayon's global pool); 0 = all of the pool's threads.
     pub max_threads: usize,
 }
 
@@ -40,19 +42,19 @@ pub fn gather(table: &Table, slots: &[u32], opts: GatherOptions, out: &mut [u8])
     if row_out == 0 || slots.is_empty() {
         return Ok(());
     }
-    let avail = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let cap = if opts.max_threads == 0 { avail } else { opts.max_threads.min(avail) };
-    let threads = (need / PARALLEL_BYTES).clamp(1, cap.max(1));
-    if threads == 1 {
+    let cap = if opts.max_threads == 0 { rayon::current_num_threads() } else { opts.max_threads };
+    // Split into pieces of at least PARALLEL_BYTES, at most one per thread.
+    let pieces = (need / PARALLEL_BYTES).clamp(1, cap.max(1));
+    if pieces == 1 {
         gather_serial(table, slots, opts.dtype, out);
         return Ok(());
     }
-    let per = slots.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        for (sl, o) in slots.chunks(per).zip(out.chunks_mut(per * row_out)) {
-            s.spawn(move || gather_serial(table, sl, opts.dtype, o));
-        }
-    });
+    let per = slots.len().div_ceil(pieces);
+    // rayon's pool is persistent: no thread is started per batch.
+    slots
+        .par_chunks(per)
+        .zip(out.par_chunks_mut(per * row_out))
+        .for_each(|(sl, o)| gather_serial(table, sl, opts.dtype, o));
     Ok(())
 }
 

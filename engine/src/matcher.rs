@@ -1,11 +1,12 @@
 //! The longest-suffix matcher: for every token position, the slot of the longest
 //! f-gram (n_max down to 2 tokens) that ends there.
 //!
-//! Positions are processed in chunks. For each chunk the matcher first computes
-//! every suffix key (one incremental hash step per extra token, see `key.rs`) and
-//! prefetches their index lines, then reads the first candidate of each key and
-//! prefetches its stored n-gram, then verifies longest-first. The three passes
-//! turn the two dependent cache misses per probe into many misses in flight.
+//! Positions are processed in chunks through a three-stage software pipeline:
+//! compute every suffix key (one incremental hash step per extra token, see
+//! `key.rs`) and prefetch its index line; read the first candidate of each key
+//! and prefetch its stored n-gram; verify longest-first. The stages work on
+//! different chunks, so the two dependent cache misses of each probe overlap
+//! with the work on other chunks instead of stalling it.
 
 use crate::format::{MAX_N, TOKEN_PAD};
 use crate::index::IndexView;
@@ -34,8 +35,28 @@ impl Hit {
     }
 }
 
-const CHUNK: usize = 16;
+/// Positions per pipeline step.
+const CHUNK: usize = 8;
+/// Chunks between hashing (index prefetch) and reading candidates.
+const AHEAD_B: usize = 2;
+/// Chunks between reading candidates (n-gram prefetch) and verifying.
+const AHEAD_C: usize = 1;
 const NO_CANDIDATE: u32 = u32::MAX;
+
+/// One chunk of positions on its way through the pipeline.
+#[derive(Clone, Copy)]
+struct Chunk {
+    start: usize,
+    len: usize,
+    keys: [[u64; MAX_N]; CHUNK],
+    nkeys: [usize; CHUNK],
+    cand: [[u32; MAX_N]; CHUNK],
+}
+
+impl Chunk {
+    const EMPTY: Chunk =
+        Chunk { start: 0, len: 0, keys: [[0; MAX_N]; CHUNK], nkeys: [0; CHUNK], cand: [[NO_CANDIDATE; MAX_N]; CHUNK] };
+}
 
 /// Matches token streams against one table. Cheap to create; holds no buffers.
 pub struct SuffixMatcher<'t> {
@@ -62,7 +83,8 @@ impl<'t> SuffixMatcher<'t> {
         let Some(rec) = self.words.get(slot as usize * n..slot as usize * n + n) else {
             return false;
         };
-        rec[..suffix.len()] == *suffix && rec.get(suffix.len()).is_none_or(|&t| t == TOKEN_PAD)
+        // An element loop, not a slice comparison: for a few u32s a memcmp call costs more.
+        suffix.iter().zip(rec).all(|(a, b)| a == b) && rec.get(suffix.len()).is_none_or(|&t| t == TOKEN_PAD)
     }
 
     /// All positions of `tokens`.
@@ -75,57 +97,85 @@ impl<'t> SuffixMatcher<'t> {
     /// Appends the hits of positions `start..tokens.len()` to `out`; the tokens
     /// before `start` serve as context only (a decode step passes the last
     /// n_max - 1 tokens of the sequence as context and the new token after them).
+    ///
+    /// A three-stage software pipeline over chunks of positions: stage A hashes
+    /// chunk i and prefetches its index lines, stage B reads the first candidates
+    /// of chunk i - 1 and prefetches their stored n-grams, stage C verifies chunk
+    /// i - 2. Each memory access is issued a whole stage before it is needed.
     pub fn match_into(&self, tokens: &[u32], start: usize, out: &mut Vec<Hit>) {
+        let n_chunks = tokens.len().saturating_sub(start).div_ceil(CHUNK);
+        out.reserve(tokens.len().saturating_sub(start));
+        const RING: usize = AHEAD_B + AHEAD_C + 1;
+        let mut ring = [Chunk::EMPTY; RING];
+        for i in 0..n_chunks + AHEAD_B + AHEAD_C {
+            if i < n_chunks {
+                let c = start + i * CHUNK;
+                self.hash_and_prefetch(tokens, c, CHUNK.min(tokens.len() - c), &mut ring[i % RING]);
+            }
+            if let Some(b) = i.checked_sub(AHEAD_B).filter(|&b| b < n_chunks) {
+                self.candidates_and_prefetch(&mut ring[b % RING]);
+            }
+            if let Some(c) = i.checked_sub(AHEAD_B + AHEAD_C).filter(|&c| c < n_chunks) {
+                self.verify_chunk(tokens, &ring[c % RING], out);
+            }
+        }
+    }
+
+    /// Stage A: suffix keys of every position, index lines prefetched.
+    #[inline]
+    fn hash_and_prefetch(&self, tokens: &[u32], start: usize, len: usize, ch: &mut Chunk) {
         let nm = self.n_max;
-        let mut keys = [[0u64; MAX_N]; CHUNK];
-        let mut nkeys = [0usize; CHUNK];
-        let mut cand = [[NO_CANDIDATE; MAX_N]; CHUNK];
-        let mut c = start;
-        while c < tokens.len() {
-            let m = CHUNK.min(tokens.len() - c);
-            // Pass 1: suffix keys, prefetch their index lines.
-            for j in 0..m {
-                let p = c + j;
-                let window = &tokens[(p + 1).saturating_sub(nm)..=p];
-                nkeys[j] = suffix_keys(window, self.seed, &mut keys[j][..nm]);
-                for &k in &keys[j][1..nkeys[j].max(1)] {
-                    self.index.prefetch(k);
+        ch.start = start;
+        ch.len = len;
+        for j in 0..len {
+            let p = start + j;
+            let window = &tokens[(p + 1).saturating_sub(nm)..=p];
+            ch.nkeys[j] = suffix_keys(window, self.seed, &mut ch.keys[j][..nm]);
+            for &k in &ch.keys[j][1..ch.nkeys[j].max(1)] {
+                self.index.prefetch(k);
+            }
+        }
+    }
+
+    /// Stage B: first candidate of every key, stored n-grams prefetched.
+    #[inline]
+    fn candidates_and_prefetch(&self, ch: &mut Chunk) {
+        let nm = self.n_max;
+        for j in 0..ch.len {
+            for len in 2..=ch.nkeys[j] {
+                let s = self.index.first_candidate(ch.keys[j][len - 1]).unwrap_or(NO_CANDIDATE);
+                ch.cand[j][len - 1] = s;
+                if let Some(w) = self.words.get(s as usize * nm) {
+                    prefetch_read(w);
                 }
             }
-            // Pass 2: first candidates, prefetch their stored n-grams.
-            for j in 0..m {
-                for len in 2..=nkeys[j] {
-                    let s = self.index.first_candidate(keys[j][len - 1]).unwrap_or(NO_CANDIDATE);
-                    cand[j][len - 1] = s;
-                    if let Some(w) = self.words.get(s as usize * nm) {
-                        prefetch_read(w);
-                    }
+        }
+    }
+
+    /// Stage C: the longest verified candidate of every position.
+    #[inline]
+    fn verify_chunk(&self, tokens: &[u32], ch: &Chunk, out: &mut Vec<Hit>) {
+        for j in 0..ch.len {
+            let p = ch.start + j;
+            let mut hit = Hit::MISS;
+            for len in (2..=ch.nkeys[j]).rev() {
+                let s = ch.cand[j][len - 1];
+                if s == NO_CANDIDATE {
+                    continue;
+                }
+                let suffix = &tokens[p + 1 - len..=p];
+                let found = if self.verify(s, suffix) {
+                    Some(s)
+                } else {
+                    // A fingerprint or key collision: walk all candidates.
+                    self.index.probe(ch.keys[j][len - 1], |slot| self.verify(slot, suffix))
+                };
+                if let Some(slot) = found {
+                    hit = Hit { slot, len: len as u32 };
+                    break;
                 }
             }
-            // Pass 3: verify, longest first.
-            for j in 0..m {
-                let p = c + j;
-                let mut hit = Hit::MISS;
-                for len in (2..=nkeys[j]).rev() {
-                    let s = cand[j][len - 1];
-                    if s == NO_CANDIDATE {
-                        continue;
-                    }
-                    let suffix = &tokens[p + 1 - len..=p];
-                    let found = if self.verify(s, suffix) {
-                        Some(s)
-                    } else {
-                        // A fingerprint or key collision: walk all candidates.
-                        self.index.probe(keys[j][len - 1], |slot| self.verify(slot, suffix))
-                    };
-                    if let Some(slot) = found {
-                        hit = Hit { slot, len: len as u32 };
-                        break;
-                    }
-                }
-                out.push(hit);
-            }
-            c += m;
+            out.push(hit);
         }
     }
 

@@ -14,12 +14,24 @@ use crate::format::{
 use crate::index::{IndexView, EMPTY};
 use crate::key::ngram_key;
 
-/// How much to check when opening.
-#[derive(Clone, Copy, Debug, Default)]
+/// How to open a table.
+#[derive(Clone, Copy, Debug)]
 pub struct OpenOptions {
     /// Also checksum the rows section at open (reads the whole file). `scone verify`
     /// and [`Table::verify`] do it on demand instead.
     pub verify_rows: bool,
+    /// Copy the index and the stored n-grams (what every probe touches) into
+    /// anonymous memory backed by transparent huge pages where the system allows,
+    /// instead of probing the file mapping. Random probes over a 100 MB index
+    /// then miss the TLB far less often. Costs one copy of those sections (about
+    /// 9.4 + 4 * n_max bytes per key) at open. Default: on.
+    pub resident_index: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions { verify_rows: false, resident_index: true }
+    }
 }
 
 /// An open table. Cheap to share across threads (`&Table` is `Sync`).
@@ -32,6 +44,9 @@ pub struct Table {
     index: Section,
     counts: Option<Section>,
     tokenizer: Option<Section>,
+    /// The index section followed by the ngrams section, copied out of the file
+    /// (see [`OpenOptions::resident_index`]).
+    resident: Option<Mmap>,
 }
 
 impl std::fmt::Debug for Table {
@@ -66,7 +81,10 @@ impl Table {
             }
             HeaderProblem::Damaged(reason) => OpenError::BadHeader { path: path.clone(), reason },
         })?;
-        let t = Self::check_layout(path, header, map)?;
+        let mut t = Self::check_layout(path, header, map)?;
+        if opts.resident_index {
+            t.resident = Some(t.copy_resident().map_err(|source| OpenError::Io { path: t.path.clone(), source })?);
+        }
         for s in [Some(t.ngrams), Some(t.index), t.counts, t.tokenizer].into_iter().flatten() {
             t.check_section(&s)?;
         }
@@ -137,7 +155,19 @@ impl Table {
                 h.index.len, h.index.capacity
             )));
         }
-        Ok(Table { path, header, map, rows, ngrams, index, counts, tokenizer })
+        Ok(Table { path, header, map, rows, ngrams, index, counts, tokenizer, resident: None })
+    }
+
+    /// Copies the index and ngrams sections into one anonymous mapping, advised
+    /// to use huge pages (a hint: where THP is off it stays on small pages).
+    fn copy_resident(&self) -> std::io::Result<Mmap> {
+        let (index, ngrams) = (self.bytes(&self.index), self.bytes(&self.ngrams));
+        let mut anon = memmap2::MmapOptions::new().len(index.len() + ngrams.len()).map_anon()?;
+        #[cfg(target_os = "linux")]
+        let _ = anon.advise(memmap2::Advice::HugePage);
+        anon[..index.len()].copy_from_slice(index);
+        anon[index.len()..].copy_from_slice(ngrams);
+        anon.make_read_only()
     }
 
     fn check_section(&self, s: &Section) -> Result<(), OpenError> {
@@ -166,8 +196,18 @@ impl Table {
     }
 
     fn bytes(&self, s: &Section) -> &[u8] {
-        // In bounds: check_layout verified offset + len <= file length.
-        &self.map[s.offset as usize..(s.offset + s.len) as usize]
+        match (&self.resident, s.kind) {
+            // The resident copy holds the index, then the ngrams (copy_resident).
+            (Some(r), SectionKind::Index) => &r[..s.len as usize],
+            (Some(r), SectionKind::Ngrams) => &r[self.index.len as usize..],
+            // In bounds: check_layout verified offset + len <= file length.
+            _ => &self.map[s.offset as usize..(s.offset + s.len) as usize],
+        }
+    }
+
+    /// Whether the index and n-grams were copied into (huge-page) anonymous memory.
+    pub fn index_is_resident(&self) -> bool {
+        self.resident.is_some()
     }
 
     pub fn path(&self) -> &Path {
@@ -199,7 +239,8 @@ impl Table {
     }
 
     pub(crate) fn index_entries(&self) -> &[u64] {
-        // Aligned: the section offset is a multiple of 4096 within a page-aligned map.
+        // Aligned: the section starts at a multiple of 4096 in a page-aligned file
+        // map, or at offset 0 of the page-aligned resident copy.
         bytemuck::cast_slice(self.bytes(&self.index))
     }
 
@@ -212,7 +253,8 @@ impl Table {
         self.index.len
     }
 
-    /// The padded token records, `n_max` u32 per slot.
+    /// The padded token records, `n_max` u32 per slot. (Aligned: a 4096-aligned
+    /// file offset, or a multiple of 8 bytes into the resident copy.)
     pub(crate) fn ngram_words(&self) -> &[u32] {
         bytemuck::cast_slice(self.bytes(&self.ngrams))
     }
