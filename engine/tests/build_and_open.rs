@@ -2,7 +2,7 @@ mod common;
 
 use common::*;
 use engine::dtype::decode_row;
-use engine::{BuildError, Dtype, OpenError, Table, TableBuilder};
+use engine::{BuildError, Dtype, OpenError, OpenOptions, SuffixMatcher, Table, TableBuilder};
 
 #[test]
 fn every_ngram_is_found_with_its_row_in_every_dtype() {
@@ -40,6 +40,15 @@ fn every_ngram_is_found_with_its_row_in_every_dtype() {
         t.lookup_batch(&refs, &mut batch);
         let single: Vec<Option<u32>> = refs.iter().map(|g| t.lookup(g)).collect();
         assert_eq!(batch, single);
+        // Probing the file mapping directly gives the same answers as the resident copy.
+        assert!(t.index_is_resident());
+        let mapped = Table::open_with(&path, OpenOptions { verify_rows: true, resident_index: false }).unwrap();
+        assert!(!mapped.index_is_resident());
+        let mut batch2 = Vec::new();
+        mapped.lookup_batch(&refs, &mut batch2);
+        assert_eq!(batch2, single);
+        let stream: Vec<u32> = spec.ngrams.iter().flatten().copied().collect();
+        assert_eq!(SuffixMatcher::new(&mapped).match_tokens(&stream), SuffixMatcher::new(&t).match_tokens(&stream));
         t.verify().unwrap();
     }
 }
