@@ -65,30 +65,52 @@ impl Gram {
     }
 }
 
-/// Length of an f-gram from a hash: 40% bigrams, 35% trigrams, 25% 4-grams.
-#[inline]
-fn pick_len(h: u64) -> usize {
-    match h % 100 {
-        0..40 => 2,
-        40..75 => 3,
-        _ => 4,
+/// Left extensions per shorter f-gram: each bigram is the suffix of 3 trigrams,
+/// each trigram the suffix of 2 4-grams (those whose index allows it).
+const TRI_PER_BI: u64 = 3;
+const QUAD_PER_TRI: u64 = 2;
+/// Spreads the extending tokens of one suffix over the vocabulary.
+const EXT_STRIDE: u64 = 16_661;
+
+/// The f-gram of 0-based popularity rank `i`.
+///
+/// Real f-gram sets are suffix-closed: they are the most frequent n-grams, and an
+/// n-gram's suffix is at least as frequent as the n-gram. So is this one. Ranks
+/// come in blocks of 20: 8 bigrams, 7 trigrams, 5 4-grams (40/35/25%). The k-th
+/// trigram is a token followed by bigram k / 3, the m-th 4-gram a token followed
+/// by trigram m / 2; the suffix always has a smaller rank (a larger count).
+/// Bigrams are a bijection of their index over 50 000^2 pairs, and extensions of
+/// one suffix differ in their first token, so all f-grams are distinct.
+pub fn fgram(spec: &Spec, i: u64) -> Gram {
+    let (block, r) = (i / 20, i % 20);
+    match r {
+        0..8 => bigram(spec, 8 * block + r),
+        8..15 => trigram(spec, 7 * block + r - 8),
+        _ => {
+            let m = 5 * block + r - 15;
+            extend(spec, trigram(spec, m / QUAD_PER_TRI), m / QUAD_PER_TRI, m % QUAD_PER_TRI, 4)
+        }
     }
 }
 
-/// The f-gram of 0-based popularity rank `i`. Distinct for distinct ranks: within
-/// one length, `i -> (PERM_MUL * i + b) mod 50_000^n` is a bijection (needs
-/// `i < 50_000^2`, checked by the builder helpers), and different lengths differ.
-pub fn fgram(spec: &Spec, i: u64) -> Gram {
-    let len = pick_len(mix(spec.seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
-    let m = (VOCAB as u128).pow(len as u32);
-    let b = mix(spec.seed.wrapping_add(len as u64)) as u128 % m;
-    let mut code = (PERM_MUL % m * i as u128 + b) % m;
+fn bigram(spec: &Spec, q: u64) -> Gram {
+    let m = (VOCAB as u128).pow(2);
+    let b = mix(spec.seed.wrapping_add(2)) as u128 % m;
+    let code = (PERM_MUL % m * q as u128 + b) % m;
+    Gram::new(&[(code % VOCAB as u128) as u32, (code / VOCAB as u128) as u32])
+}
+
+fn trigram(spec: &Spec, k: u64) -> Gram {
+    extend(spec, bigram(spec, k / TRI_PER_BI), k / TRI_PER_BI, k % TRI_PER_BI, 3)
+}
+
+/// `suffix` with one token in front: the `which`-th extension of suffix `id`.
+fn extend(spec: &Spec, suffix: Gram, id: u64, which: u64, len: u64) -> Gram {
+    let first = ((mix(spec.seed ^ (id << 8) ^ len) + which * EXT_STRIDE) % VOCAB as u64) as u32;
     let mut t = [0u32; N_MAX];
-    for x in t[..len].iter_mut() {
-        *x = (code % VOCAB as u128) as u32;
-        code /= VOCAB as u128;
-    }
-    Gram { tokens: t, len: len as u8 }
+    t[0] = first;
+    t[1..len as usize].copy_from_slice(suffix.as_slice());
+    Gram::new(&t[..len as usize])
 }
 
 /// Count of rank `i`: Zipf(1.1)-shaped and non-increasing in `i`, so a counted

@@ -1,14 +1,17 @@
 //! The bulk builder: streams (n-gram, row, count) records into a new immutable
 //! table file with bounded memory.
 //!
-//! Rows go hottest-first when counts are given (an external sort by descending
-//! count), otherwise in input order. Keys are sorted externally too, which finds
-//! duplicate n-grams and key collisions and feeds the index writer in key order.
+//! Rows go hottest-first when counts are given, otherwise in input order. Input
+//! that already arrives hottest-first (the trainer's selection does) is written
+//! straight through; at the first count out of order the rows written so far are
+//! read back into an external sort by descending count. Keys are sorted
+//! externally too, which finds duplicate n-grams and key collisions, adds the
+//! suffix markers (docs/FORMAT.md) and feeds the index writer in key order.
 //! Everything is written to a hidden temporary file beside the target, fsynced
 //! and renamed into place: an interrupted or failed build leaves no table visible.
 
 use std::fs::File;
-use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::Xxh3;
@@ -21,7 +24,7 @@ use crate::format::{
     HEADER_BLOCK, MAX_N, SECTION_ALIGN, TOKEN_PAD,
 };
 use crate::index::IndexWriter;
-use crate::key::{ngram_key, DEFAULT_KEY_SEED};
+use crate::key::{suffix_keys, DEFAULT_KEY_SEED};
 
 /// What to build.
 #[derive(Clone, Debug)]
@@ -102,7 +105,12 @@ pub struct BuildSummary {
     pub key_collisions: u64,
     pub file_bytes: u64,
     pub index_bytes: u64,
+    /// Sorted runs spilled to disk by the row and key sorts together.
     pub spilled_runs: usize,
+    /// Whether rows went through the external sort (counts given out of order).
+    pub rows_sorted: bool,
+    /// Suffix marker entries added to the index.
+    pub markers: u64,
 }
 
 /// Streams records into a new table. See the module docs.
@@ -115,12 +123,17 @@ pub struct TableBuilder {
     stride: usize,
     records: u64,
     with_counts: Option<bool>,
-    /// Counted builds: rows wait here to be laid out hottest-first.
+    /// Counted builds whose counts arrived out of order: rows wait here to be
+    /// laid out hottest-first.
     row_sorter: Option<ExternalSorter>,
+    /// Count of the last record written straight through (counted builds).
+    last_count: u64,
     index_sorter: ExternalSorter,
     ngrams: HashingWriter<BufWriter<File>>,
     counts: HashingWriter<BufWriter<File>>,
     scratch: Vec<u8>,
+    index_rec: Vec<u8>,
+    temp_dir: PathBuf,
     spilled_runs: usize,
     key_mask: u64,
     committed: bool,
@@ -128,6 +141,8 @@ pub struct TableBuilder {
 
 const ROW_KEY: usize = 16; // !count BE, ordinal BE
 const IDX_KEY: usize = 16; // key BE, ordinal BE
+/// The ordinal of a marker record in the key sort: after every f-gram of its key.
+const MARKER_ORDINAL: u64 = u64::MAX;
 
 impl TableBuilder {
     /// Starts a build of the table at `path`.
@@ -149,22 +164,28 @@ impl TableBuilder {
             let p = p.to_path_buf();
             move |source| BuildError::Io { path: p, source }
         };
-        let file = File::create(&tmp_path).map_err(io(&tmp_path))?;
+        // Readable too: an out-of-order count makes the builder read its rows back.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp_path)
+            .map_err(io(&tmp_path))?;
         let mut out = BufWriter::with_capacity(4 << 20, file);
         // Placeholder header block; the real one is written last.
         out.write_all(&[0u8; HEADER_BLOCK as usize]).map_err(io(&tmp_path))?;
         let temp_dir = cfg.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let side = || -> Result<HashingWriter<BufWriter<File>>, BuildError> {
-            let f = tempfile::tempfile_in(&temp_dir).map_err(io(&temp_dir))?;
-            Ok(HashingWriter::new(BufWriter::with_capacity(1 << 20, f)))
-        };
         let n_max = cfg.n_max as usize;
         let row_bytes = cfg.dim as usize * cfg.dtype.size();
-        let key_mask = IndexParams { capacity: 0, slot_bits: 0, len: 0, key_bits: cfg.key_bits }.key_mask();
+        let key_mask = IndexParams { capacity: 0, slot_bits: 0, len: 0, key_bits: cfg.key_bits, markers: 0 }.key_mask();
         Ok(TableBuilder {
             index_sorter: ExternalSorter::new(IDX_KEY + 4 + 4 * n_max, IDX_KEY, cfg.memory_budget / 4, &temp_dir),
-            ngrams: side()?,
-            counts: side()?,
+            ngrams: side_writer(&temp_dir)?,
+            counts: side_writer(&temp_dir)?,
+            index_rec: vec![0u8; IDX_KEY + 4 + 4 * n_max],
+            last_count: u64::MAX,
+            temp_dir,
             stride: row_stride(cfg.dim, cfg.dtype) as usize,
             row_bytes,
             scratch: vec![0u8; ROW_KEY + 4 * n_max + row_bytes],
@@ -208,14 +229,7 @@ impl TableBuilder {
             return bad(format!("row has {} values; the table's dim is {}", row.len(), self.cfg.dim));
         }
         match (self.with_counts, count.is_some()) {
-            (None, c) => {
-                self.with_counts = Some(c);
-                if c {
-                    let rec_len = ROW_KEY + 4 * n_max + self.row_bytes;
-                    let dir = self.cfg.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
-                    self.row_sorter = Some(ExternalSorter::new(rec_len, ROW_KEY, self.cfg.memory_budget / 4 * 3, &dir));
-                }
-            }
+            (None, c) => self.with_counts = Some(c),
             (Some(true), false) => return bad("no count, but earlier records had counts; give all or none".into()),
             (Some(false), true) => return bad("has a count, but earlier records had none; give all or none".into()),
             _ => {}
@@ -234,8 +248,16 @@ impl TableBuilder {
         head[8..16].copy_from_slice(&record.to_be_bytes());
         put_tokens(&mut head[ROW_KEY..], ngram);
         self.records += 1;
+        if let Some(c) = count {
+            if self.row_sorter.is_none() && c > self.last_count {
+                self.start_sorting(record)?;
+            }
+            self.last_count = c;
+        }
         match &mut self.row_sorter {
-            Some(sorter) => sorter.push(&self.scratch).map_err(|e| self.temp_err(e)),
+            Some(sorter) => {
+                sorter.push(&self.scratch).map_err(|e| BuildError::Io { path: self.temp_dir.clone(), source: e })
+            }
             None => {
                 let rec = std::mem::take(&mut self.scratch);
                 let r = self.lay_out(&rec, record);
@@ -243,6 +265,54 @@ impl TableBuilder {
                 r
             }
         }
+    }
+
+    /// The first `written` records went straight to their slots, but record
+    /// `written` has a higher count than its predecessor: read them back into a
+    /// row sort, and start the outputs again.
+    fn start_sorting(&mut self, written: u64) -> Result<(), BuildError> {
+        let n_max = self.cfg.n_max as usize;
+        let rec_len = ROW_KEY + 4 * n_max + self.row_bytes;
+        let mut sorter = ExternalSorter::new(rec_len, ROW_KEY, self.cfg.memory_budget / 4 * 3, &self.temp_dir);
+        let (tmp_path, temp_dir) = (self.tmp_path.clone(), self.temp_dir.clone());
+        let out_err = |source| BuildError::Io { path: tmp_path.clone(), source };
+        let temp_err = |source| BuildError::Io { path: temp_dir.clone(), source };
+        let out = self.out.as_mut().expect("builder output is open until finish");
+        out.inner.flush().map_err(out_err)?;
+        self.ngrams.inner.flush().map_err(temp_err)?;
+        self.counts.inner.flush().map_err(temp_err)?;
+        let rows_file = out.inner.get_mut();
+        rows_file.seek(SeekFrom::Start(HEADER_BLOCK)).map_err(out_err)?;
+        let ngrams_file = self.ngrams.inner.get_mut();
+        ngrams_file.seek(SeekFrom::Start(0)).map_err(temp_err)?;
+        let counts_file = self.counts.inner.get_mut();
+        counts_file.seek(SeekFrom::Start(0)).map_err(temp_err)?;
+        {
+            let mut rows_in = BufReader::with_capacity(1 << 20, &mut *rows_file);
+            let mut ngrams_in = BufReader::new(&mut *ngrams_file);
+            let mut counts_in = BufReader::new(&mut *counts_file);
+            let mut rec = vec![0u8; rec_len];
+            let mut row = vec![0u8; self.stride];
+            let mut count = [0u8; 8];
+            for ordinal in 0..written {
+                rows_in.read_exact(&mut row).map_err(out_err)?;
+                ngrams_in.read_exact(&mut rec[ROW_KEY..ROW_KEY + 4 * n_max]).map_err(temp_err)?;
+                counts_in.read_exact(&mut count).map_err(temp_err)?;
+                rec[..8].copy_from_slice(&(!u64::from_le_bytes(count)).to_be_bytes());
+                rec[8..16].copy_from_slice(&ordinal.to_be_bytes());
+                rec[ROW_KEY + 4 * n_max..].copy_from_slice(&row[..self.row_bytes]);
+                sorter.push(&rec).map_err(temp_err)?;
+            }
+        }
+        rows_file.set_len(HEADER_BLOCK).map_err(out_err)?;
+        rows_file.seek(SeekFrom::Start(HEADER_BLOCK)).map_err(out_err)?;
+        out.take_hash();
+        self.ngrams = side_writer(&self.temp_dir)?;
+        self.counts = side_writer(&self.temp_dir)?;
+        self.index_sorter =
+            ExternalSorter::new(IDX_KEY + 4 + 4 * n_max, IDX_KEY, self.cfg.memory_budget / 4, &self.temp_dir);
+        self.row_sorter = Some(sorter);
+        Ok(())
     }
 
     fn temp_err(&self, source: std::io::Error) -> BuildError {
@@ -267,14 +337,23 @@ impl TableBuilder {
             let count = !u64::from_be_bytes(rec[..8].try_into().expect("8 bytes"));
             self.counts.write_all(&count.to_le_bytes()).map_err(|e| self.temp_err(e))?;
         }
-        let tokens = get_tokens(tokens_bytes);
-        let key = ngram_key(&tokens, self.cfg.key_seed) & self.key_mask;
-        let mut irec = Vec::with_capacity(IDX_KEY + 4 + 4 * n_max);
-        irec.extend_from_slice(&key.to_be_bytes());
-        irec.extend_from_slice(&rec[8..16]); // ordinal
-        irec.extend_from_slice(&(slot as u32).to_le_bytes());
-        irec.extend_from_slice(tokens_bytes);
-        self.index_sorter.push(&irec).map_err(|e| self.temp_err(e))
+        // Index records: the f-gram's key, and a marker for each proper suffix of
+        // two tokens or more (finish drops the markers of suffixes that are f-grams).
+        let mut tokens = [0u32; MAX_N];
+        let n = decode_tokens(tokens_bytes, &mut tokens);
+        let mut keys = [0u64; MAX_N];
+        suffix_keys(&tokens[..n], self.cfg.key_seed, &mut keys[..n]);
+        let irec = &mut self.index_rec;
+        irec[8..16].copy_from_slice(&rec[8..16]); // ordinal
+        irec[16..20].copy_from_slice(&(slot as u32).to_le_bytes());
+        for len in (2..=n).rev() {
+            irec[..8].copy_from_slice(&(keys[len - 1] & self.key_mask).to_be_bytes());
+            put_tokens(&mut irec[IDX_KEY + 4..], &tokens[n - len..n]);
+            self.index_sorter.push(irec).map_err(|e| BuildError::Io { path: self.temp_dir.clone(), source: e })?;
+            irec[8..16].copy_from_slice(&MARKER_ORDINAL.to_be_bytes());
+            irec[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+        }
+        Ok(())
     }
 
     /// Completes the table and makes it visible at its path.
@@ -294,6 +373,7 @@ impl TableBuilder {
             return Err(BuildError::Config(format!("{rows} rows; a table holds fewer than 2^32 - 1")));
         }
         // 1. Rows in final order.
+        let rows_sorted = self.row_sorter.is_some();
         if let Some(sorter) = self.row_sorter.take() {
             self.spilled_runs += sorter.runs_spilled();
             let mut sorted = sorter.finish().map_err(|e| self.temp_err(e))?;
@@ -318,8 +398,8 @@ impl TableBuilder {
         // 2. Counts and n-grams, copied from their side files.
         let with_counts = self.with_counts == Some(true);
         let side = [
-            (SectionKind::Counts, std::mem::replace(&mut self.counts, dummy_writer()?), with_counts),
-            (SectionKind::Ngrams, std::mem::replace(&mut self.ngrams, dummy_writer()?), true),
+            (SectionKind::Counts, std::mem::replace(&mut self.counts, side_writer(&self.temp_dir)?), with_counts),
+            (SectionKind::Ngrams, std::mem::replace(&mut self.ngrams, side_writer(&self.temp_dir)?), true),
         ];
         for (kind, w, present) in side {
             if !present {
@@ -333,42 +413,69 @@ impl TableBuilder {
             offset += len;
         }
 
-        // 3. Index, from keys in sorted order; find duplicates and collisions.
+        // 3. Index. Pass one merges the sorted keys, finds duplicates and
+        // collisions, and keeps the markers no f-gram makes redundant; pass two
+        // writes the index, whose size depends on how many entries pass one kept.
         offset = pad_to(&mut out, offset).map_err(|e| self.out_err(e))?;
         out.take_hash();
-        let index_sorter = std::mem::replace(&mut self.index_sorter, ExternalSorter::new(1, 1, 0, Path::new(".")));
-        let keys = index_sorter.len();
+        let index_sorter = std::mem::replace(&mut self.index_sorter, ExternalSorter::new(1, 1, 0, &self.temp_dir));
+        let candidates = index_sorter.len();
         self.spilled_runs += index_sorter.runs_spilled();
         let mut sorted = index_sorter.finish().map_err(|e| self.temp_err(e))?;
-        let mut writer = IndexWriter::new(keys, rows, self.cfg.key_bits);
         let n_max = self.cfg.n_max as usize;
         let mut rec = vec![0u8; IDX_KEY + 4 + 4 * n_max];
-        let mut group: Vec<(u64, Vec<u8>)> = Vec::new(); // (ordinal, tokens) sharing the current key
+        // Entries sharing the current key: (ordinal, tokens), markers with MARKER_ORDINAL.
+        let mut group: Vec<(u64, [u8; 4 * MAX_N])> = Vec::new();
         let mut group_key = None;
-        let mut collisions = 0u64;
-        let mut done = 0u64;
+        let (mut collisions, mut entries, mut markers, mut done) = (0u64, 0u64, 0u64, 0u64);
+        let mut kept = side_writer(&self.temp_dir)?;
         while sorted.next_into(&mut rec).map_err(|e| self.temp_err(e))? {
             let key = u64::from_be_bytes(rec[..8].try_into().expect("8 bytes"));
             let ordinal = u64::from_be_bytes(rec[8..16].try_into().expect("8 bytes"));
-            let slot = u32::from_le_bytes(rec[16..20].try_into().expect("4 bytes"));
-            let tokens = &rec[20..];
+            let mut tokens = [0u8; 4 * MAX_N];
+            tokens[..4 * n_max].copy_from_slice(&rec[20..]);
             if group_key != Some(key) {
                 group.clear();
                 group_key = Some(key);
             }
-            if let Some((first, _)) = group.iter().find(|(_, t)| t.as_slice() == tokens) {
-                return Err(BuildError::DuplicateNgram { first: *first, second: ordinal, ngram: get_tokens(tokens) });
+            let same = group.iter().find(|(_, t)| *t == tokens).map(|&(o, _)| o);
+            if ordinal != MARKER_ORDINAL {
+                if let Some(first) = same {
+                    return Err(BuildError::DuplicateNgram { first, second: ordinal, ngram: get_tokens(&rec[20..]) });
+                }
+                collisions += group.len() as u64; // only f-grams precede an f-gram in its group
+            } else if same.is_some() {
+                continue; // the suffix is an f-gram, or already has its marker
+            } else {
+                markers += 1;
             }
-            collisions += group.len() as u64;
-            group.push((ordinal, tokens.to_vec()));
-            writer.push(key, slot, &mut out).map_err(|e| self.out_err(e))?;
+            group.push((ordinal, tokens));
+            kept.write_all(&key.to_le_bytes())
+                .and_then(|_| kept.write_all(&rec[16..20]))
+                .map_err(|e| self.temp_err(e))?;
+            entries += 1;
             done += 1;
             if done.is_multiple_of(65536) {
-                progress(BuildPhase::Index, done, keys);
+                progress(BuildPhase::Index, done, candidates);
             }
         }
-        progress(BuildPhase::Index, keys, keys);
-        let index = writer.finish(&mut out).map_err(|e| self.out_err(e))?;
+        let mut writer = IndexWriter::new(entries, rows, self.cfg.key_bits);
+        let (mut kept, _, _) = kept.finish().map_err(|e| self.temp_err(e))?;
+        kept.seek(SeekFrom::Start(0)).map_err(|e| self.temp_err(e))?;
+        let mut kept = BufReader::with_capacity(1 << 20, kept);
+        let mut entry = [0u8; 12];
+        for _ in 0..entries {
+            kept.read_exact(&mut entry).map_err(|e| self.temp_err(e))?;
+            let key = u64::from_le_bytes(entry[..8].try_into().expect("8 bytes"));
+            let r = match u32::from_le_bytes(entry[8..].try_into().expect("4 bytes")) {
+                u32::MAX => writer.push_marker(key, &mut out),
+                slot => writer.push(key, slot, &mut out),
+            };
+            r.map_err(|e| self.out_err(e))?;
+        }
+        progress(BuildPhase::Index, candidates, candidates);
+        let mut index = writer.finish(&mut out).map_err(|e| self.out_err(e))?;
+        index.markers = markers;
         let index_bytes = index.len * 8;
         sections.push(Section { kind: SectionKind::Index, offset, len: index_bytes, checksum: out.take_hash() });
         offset += index_bytes;
@@ -431,6 +538,8 @@ impl TableBuilder {
             file_bytes,
             index_bytes,
             spilled_runs: self.spilled_runs,
+            rows_sorted,
+            markers,
         })
     }
 }
@@ -443,9 +552,24 @@ impl Drop for TableBuilder {
     }
 }
 
-fn dummy_writer() -> Result<HashingWriter<BufWriter<File>>, BuildError> {
-    let f = tempfile::tempfile().map_err(|source| BuildError::Io { path: std::env::temp_dir(), source })?;
-    Ok(HashingWriter::new(BufWriter::new(f)))
+/// A checksummed, buffered temporary file that disappears when dropped.
+fn side_writer(dir: &Path) -> Result<HashingWriter<BufWriter<File>>, BuildError> {
+    let f = tempfile::tempfile_in(dir).map_err(|source| BuildError::Io { path: dir.to_path_buf(), source })?;
+    Ok(HashingWriter::new(BufWriter::with_capacity(1 << 20, f)))
+}
+
+/// Reads a padded n-gram record into `out`; returns its length.
+fn decode_tokens(bytes: &[u8], out: &mut [u32; MAX_N]) -> usize {
+    let mut n = 0;
+    for c in bytes.chunks_exact(4) {
+        let t = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        if t == TOKEN_PAD {
+            break;
+        }
+        out[n] = t;
+        n += 1;
+    }
+    n
 }
 
 fn put_tokens(out: &mut [u8], ngram: &[u32]) {

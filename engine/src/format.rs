@@ -73,6 +73,10 @@ pub struct IndexParams {
     /// Keys keep only their top `key_bits` bits (64 in production). Fewer bits force
     /// key collisions, which tests use to exercise the collision path end to end.
     pub key_bits: u32,
+    /// Marker entries: keys of proper suffixes (2 tokens or more) of f-grams that
+    /// are not f-grams themselves. With them every such suffix has an entry, so
+    /// the matcher stops at the first suffix length with none (see index.rs).
+    pub markers: u64,
 }
 
 impl IndexParams {

@@ -18,14 +18,30 @@ use std::io::Write;
 
 use crate::format::IndexParams;
 
-/// An entry no key can produce: rows < 2^slot_bits - 1, so a real slot is never all ones.
+/// An entry no key can produce: rows <= 2^slot_bits - 2, so a real slot is never all ones.
 pub const EMPTY: u64 = u64::MAX;
 /// Target fill of the home range.
 pub const LOAD_FACTOR: f64 = 0.85;
 
+/// Slot bits for a table of `rows` rows: rows <= 2^bits - 2, so every real slot
+/// (< rows) is below both the marker slot (2^bits - 2) and all ones (empty).
 pub fn slot_bits_for(rows: u64) -> u32 {
-    // rows <= 2^bits - 1, so every slot (< rows) is below the all-ones pattern.
-    (64 - rows.leading_zeros()).max(1)
+    (64 - (rows + 1).leading_zeros()).max(2)
+}
+
+/// The slot field of a marker entry.
+pub fn marker_slot(slot_bits: u32) -> u32 {
+    ((1u64 << slot_bits) - 2) as u32
+}
+
+/// What a scan of one key found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scan {
+    /// Some entry (an f-gram or a marker) carries the key's fingerprint: longer
+    /// suffixes may be in the table. False means no f-gram has this suffix.
+    pub present: bool,
+    /// The first f-gram slot with the key's fingerprint, still to be verified.
+    pub first: Option<u32>,
 }
 
 pub fn capacity_for(keys: u64) -> u64 {
@@ -44,12 +60,14 @@ pub struct IndexView<'a> {
     capacity: u64,
     hi_mask: u64,
     key_mask: u64,
+    marker: u32,
 }
 
 impl<'a> IndexView<'a> {
     pub fn new(entries: &'a [u64], params: &IndexParams) -> Self {
         let slot_mask = 1u64.checked_shl(params.slot_bits).map_or(u64::MAX, |b| b - 1);
-        IndexView { entries, capacity: params.capacity, hi_mask: !slot_mask, key_mask: params.key_mask() }
+        let marker = (slot_mask.wrapping_sub(1) & u32::MAX as u64) as u32;
+        IndexView { entries, capacity: params.capacity, hi_mask: !slot_mask, key_mask: params.key_mask(), marker }
     }
 
     #[inline]
@@ -74,36 +92,65 @@ impl<'a> IndexView<'a> {
         }
     }
 
-    /// Calls `verify(slot)` for each candidate slot of `key`, in index order, and
-    /// returns the first slot it accepts. Never reads out of bounds, even for a
-    /// damaged array without a terminating empty entry.
+    /// Calls `verify(slot)` for each f-gram candidate slot of `key` (markers
+    /// skipped), in index order, and returns the first slot it accepts. Never
+    /// reads out of bounds, even for a damaged array without a terminating empty entry.
     #[inline]
     pub fn probe(&self, key: u64, mut verify: impl FnMut(u32) -> bool) -> Option<u32> {
+        let mut found = None;
+        self.walk(key, |slot| {
+            if slot != self.marker && verify(slot) {
+                found = Some(slot);
+                return true;
+            }
+            false
+        });
+        found
+    }
+
+    /// Visits the slot field of every entry with `key`'s fingerprint until `visit`
+    /// returns true.
+    #[inline]
+    fn walk(&self, key: u64, mut visit: impl FnMut(u32) -> bool) {
         let key = key & self.key_mask;
         let fp = key & self.hi_mask;
         let mut i = self.home(key);
         while let Some(&e) = self.entries.get(i) {
             if e == EMPTY {
-                return None;
+                return;
             }
             let efp = e & self.hi_mask;
             if efp == fp {
-                let slot = (e & !self.hi_mask) as u32;
-                if verify(slot) {
-                    return Some(slot);
+                if visit((e & !self.hi_mask) as u32) {
+                    return;
                 }
             } else if efp > fp {
-                return None;
+                return;
             }
             i += 1;
         }
-        None
     }
 
-    /// The first candidate slot of `key` (no verification), for the batched matcher.
+    /// Whether any entry carries `key`'s fingerprint, and the first f-gram
+    /// candidate among them (unverified), for the batched matcher.
+    #[inline]
+    pub fn scan(&self, key: u64) -> Scan {
+        let mut scan = Scan { present: false, first: None };
+        self.walk(key, |slot| {
+            scan.present = true;
+            if slot != self.marker {
+                scan.first = Some(slot);
+                return true;
+            }
+            false
+        });
+        scan
+    }
+
+    /// The first f-gram candidate slot of `key` (no verification).
     #[inline]
     pub fn first_candidate(&self, key: u64) -> Option<u32> {
-        self.probe(key, |_| true)
+        self.scan(key).first
     }
 
     pub fn len(&self) -> usize {
@@ -144,7 +191,7 @@ impl IndexWriter {
     /// of distinct n-grams) are allowed and are stored side by side.
     pub fn push(&mut self, key: u64, slot: u32, out: &mut impl Write) -> std::io::Result<()> {
         debug_assert!(self.last_key.is_none_or(|k| k <= key), "keys must be sorted");
-        debug_assert!(((slot as u64) >> self.slot_bits) == 0);
+        debug_assert!((slot as u64) < (1u64 << self.slot_bits) - 1);
         self.last_key = Some(key);
         let pos = home(key, self.capacity) as u64;
         while self.cursor < pos {
@@ -154,6 +201,11 @@ impl IndexWriter {
         out.write_all(&((key & self.hi_mask) | slot as u64).to_le_bytes())?;
         self.cursor += 1;
         Ok(())
+    }
+
+    /// Appends a marker entry (see [`IndexParams::markers`]), in key order like `push`.
+    pub fn push_marker(&mut self, key: u64, out: &mut impl Write) -> std::io::Result<()> {
+        self.push(key, marker_slot(self.slot_bits), out)
     }
 
     /// Pads the home range and writes the terminating empty entry.
@@ -169,6 +221,7 @@ impl IndexWriter {
             slot_bits: self.slot_bits,
             len: self.cursor,
             key_bits: self.key_bits,
+            markers: 0,
         })
     }
 }
@@ -224,7 +277,7 @@ mod tests {
 
     #[test]
     fn damaged_array_without_terminator_does_not_panic() {
-        let p = IndexParams { capacity: 4, slot_bits: 2, len: 4, key_bits: 64 };
+        let p = IndexParams { capacity: 4, slot_bits: 2, len: 4, key_bits: 64, markers: 0 };
         let entries = [0u64, 0, 0, 0];
         let ix = IndexView::new(&entries, &p);
         assert_eq!(ix.probe(u64::MAX, |_| false), None);

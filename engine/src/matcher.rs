@@ -1,12 +1,11 @@
 //! The longest-suffix matcher: for every token position, the slot of the longest
 //! f-gram (n_max down to 2 tokens) that ends there.
 //!
-//! Positions are processed in chunks through a three-stage software pipeline:
-//! compute every suffix key (one incremental hash step per extra token, see
-//! `key.rs`) and prefetch its index line; read the first candidate of each key
-//! and prefetch its stored n-gram; verify longest-first. The stages work on
-//! different chunks, so the two dependent cache misses of each probe overlap
-//! with the work on other chunks instead of stalling it.
+//! Suffix keys come from one incremental hash step per extra token (`key.rs`).
+//! Probes go shortest-first and stop at the first suffix with no index entry,
+//! which the builder's suffix markers make exact. Positions flow through a
+//! software pipeline (see [`SuffixMatcher::match_into`]) so that the dependent
+//! cache misses of one position overlap with the work on others.
 
 use crate::format::{MAX_N, TOKEN_PAD};
 use crate::index::IndexView;
@@ -37,25 +36,36 @@ impl Hit {
 
 /// Positions per pipeline step.
 const CHUNK: usize = 8;
-/// Chunks between hashing (index prefetch) and reading candidates.
-const AHEAD_B: usize = 2;
-/// Chunks between reading candidates (n-gram prefetch) and verifying.
-const AHEAD_C: usize = 1;
-const NO_CANDIDATE: u32 = u32::MAX;
+/// Chunks between one stage and the next: how far ahead each prefetch is issued.
+const DISTANCE: usize = 2;
+const NONE: u32 = u32::MAX;
 
 /// One chunk of positions on its way through the pipeline.
 #[derive(Clone, Copy)]
 struct Chunk {
     start: usize,
     len: usize,
+    /// keys[j][n - 1]: key of the suffix of length n ending at position start + j.
     keys: [[u64; MAX_N]; CHUNK],
+    /// Suffix lengths available at each position (fewer near the start).
     nkeys: [usize; CHUNK],
-    cand: [[u32; MAX_N]; CHUNK],
+    /// Still extending: every suffix probed so far has an index entry.
+    alive: [bool; CHUNK],
+    /// Longest length with an f-gram candidate so far, and that candidate.
+    best_len: [usize; CHUNK],
+    best_slot: [u32; CHUNK],
 }
 
 impl Chunk {
-    const EMPTY: Chunk =
-        Chunk { start: 0, len: 0, keys: [[0; MAX_N]; CHUNK], nkeys: [0; CHUNK], cand: [[NO_CANDIDATE; MAX_N]; CHUNK] };
+    const EMPTY: Chunk = Chunk {
+        start: 0,
+        len: 0,
+        keys: [[0; MAX_N]; CHUNK],
+        nkeys: [0; CHUNK],
+        alive: [false; CHUNK],
+        best_len: [0; CHUNK],
+        best_slot: [NONE; CHUNK],
+    };
 }
 
 /// Matches token streams against one table. Cheap to create; holds no buffers.
@@ -98,30 +108,41 @@ impl<'t> SuffixMatcher<'t> {
     /// before `start` serve as context only (a decode step passes the last
     /// n_max - 1 tokens of the sequence as context and the new token after them).
     ///
-    /// A three-stage software pipeline over chunks of positions: stage A hashes
-    /// chunk i and prefetches its index lines, stage B reads the first candidates
-    /// of chunk i - 1 and prefetches their stored n-grams, stage C verifies chunk
-    /// i - 2. Each memory access is issued a whole stage before it is needed.
+    /// Every proper suffix of an f-gram has an index entry (an f-gram or a marker,
+    /// see docs/FORMAT.md), so a position stops extending at the first length
+    /// whose suffix has no entry. The work is a software pipeline over chunks of
+    /// positions: stage 0 hashes a chunk and prefetches the index lines of its
+    /// 2-token suffixes; stage n - 1 probes length n for the positions still
+    /// alive and prefetches length n + 1 for those that stay alive; then one
+    /// stage prefetches the stored n-gram of each position's longest candidate
+    /// and the last verifies it. Consecutive stages are DISTANCE chunks apart,
+    /// so each access was requested that many chunks earlier.
     pub fn match_into(&self, tokens: &[u32], start: usize, out: &mut Vec<Hit>) {
+        let nm = self.n_max;
         let n_chunks = tokens.len().saturating_sub(start).div_ceil(CHUNK);
         out.reserve(tokens.len().saturating_sub(start));
-        const RING: usize = AHEAD_B + AHEAD_C + 1;
-        let mut ring = [Chunk::EMPTY; RING];
-        for i in 0..n_chunks + AHEAD_B + AHEAD_C {
-            if i < n_chunks {
-                let c = start + i * CHUNK;
-                self.hash_and_prefetch(tokens, c, CHUNK.min(tokens.len() - c), &mut ring[i % RING]);
-            }
-            if let Some(b) = i.checked_sub(AHEAD_B).filter(|&b| b < n_chunks) {
-                self.candidates_and_prefetch(&mut ring[b % RING]);
-            }
-            if let Some(c) = i.checked_sub(AHEAD_B + AHEAD_C).filter(|&c| c < n_chunks) {
-                self.verify_chunk(tokens, &ring[c % RING], out);
+        // Stages: hash, probe lengths 2..=nm, prefetch n-grams, verify.
+        let stages = nm + 2;
+        let ring_len = (stages - 1) * DISTANCE + 1;
+        let mut ring = vec![Chunk::EMPTY; ring_len];
+        for i in 0..n_chunks + (stages - 1) * DISTANCE {
+            for stage in 0..stages {
+                let Some(c) = i.checked_sub(stage * DISTANCE).filter(|&c| c < n_chunks) else { continue };
+                let ch = &mut ring[c % ring_len];
+                match stage {
+                    0 => {
+                        let first = start + c * CHUNK;
+                        self.hash_and_prefetch(tokens, first, CHUNK.min(tokens.len() - first), ch);
+                    }
+                    s if s < nm => self.probe_length(ch, s + 1),
+                    s if s == nm => self.prefetch_best(ch),
+                    _ => self.verify_chunk(tokens, ch, out),
+                }
             }
         }
     }
 
-    /// Stage A: suffix keys of every position, index lines prefetched.
+    /// Stage 0: suffix keys of every position; index lines of the 2-token suffixes.
     #[inline]
     fn hash_and_prefetch(&self, tokens: &[u32], start: usize, len: usize, ch: &mut Chunk) {
         let nm = self.n_max;
@@ -131,50 +152,67 @@ impl<'t> SuffixMatcher<'t> {
             let p = start + j;
             let window = &tokens[(p + 1).saturating_sub(nm)..=p];
             ch.nkeys[j] = suffix_keys(window, self.seed, &mut ch.keys[j][..nm]);
-            for &k in &ch.keys[j][1..ch.nkeys[j].max(1)] {
-                self.index.prefetch(k);
+            ch.alive[j] = ch.nkeys[j] >= 2;
+            ch.best_len[j] = 0;
+            ch.best_slot[j] = NONE;
+            if ch.alive[j] {
+                self.index.prefetch(ch.keys[j][1]);
             }
         }
     }
 
-    /// Stage B: first candidate of every key, stored n-grams prefetched.
+    /// Stage len - 1: probe the suffix of length `len` of each live position.
     #[inline]
-    fn candidates_and_prefetch(&self, ch: &mut Chunk) {
-        let nm = self.n_max;
+    fn probe_length(&self, ch: &mut Chunk, len: usize) {
         for j in 0..ch.len {
-            for len in 2..=ch.nkeys[j] {
-                let s = self.index.first_candidate(ch.keys[j][len - 1]).unwrap_or(NO_CANDIDATE);
-                ch.cand[j][len - 1] = s;
-                if let Some(w) = self.words.get(s as usize * nm) {
-                    prefetch_read(w);
-                }
+            if !ch.alive[j] || ch.nkeys[j] < len {
+                ch.alive[j] = false;
+                continue;
+            }
+            let scan = self.index.scan(ch.keys[j][len - 1]);
+            if let Some(slot) = scan.first {
+                ch.best_len[j] = len;
+                ch.best_slot[j] = slot;
+            }
+            ch.alive[j] = scan.present && ch.nkeys[j] > len;
+            if ch.alive[j] {
+                self.index.prefetch(ch.keys[j][len]);
             }
         }
     }
 
-    /// Stage C: the longest verified candidate of every position.
+    /// Stage n_max: prefetch the stored n-gram of each position's best candidate.
+    #[inline]
+    fn prefetch_best(&self, ch: &Chunk) {
+        for &s in &ch.best_slot[..ch.len] {
+            if let Some(w) = self.words.get(s as usize * self.n_max) {
+                prefetch_read(w);
+            }
+        }
+    }
+
+    /// Last stage: verify the best candidate of each position. If it fails (a
+    /// fingerprint or key collision), probe every length from there down with
+    /// full verification.
     #[inline]
     fn verify_chunk(&self, tokens: &[u32], ch: &Chunk, out: &mut Vec<Hit>) {
         for j in 0..ch.len {
             let p = ch.start + j;
-            let mut hit = Hit::MISS;
-            for len in (2..=ch.nkeys[j]).rev() {
-                let s = ch.cand[j][len - 1];
-                if s == NO_CANDIDATE {
-                    continue;
-                }
-                let suffix = &tokens[p + 1 - len..=p];
-                let found = if self.verify(s, suffix) {
-                    Some(s)
-                } else {
-                    // A fingerprint or key collision: walk all candidates.
-                    self.index.probe(ch.keys[j][len - 1], |slot| self.verify(slot, suffix))
-                };
-                if let Some(slot) = found {
-                    hit = Hit { slot, len: len as u32 };
-                    break;
-                }
-            }
+            let best = ch.best_len[j];
+            let hit = if best == 0 {
+                Hit::MISS
+            } else if self.verify(ch.best_slot[j], &tokens[p + 1 - best..=p]) {
+                Hit { slot: ch.best_slot[j], len: best as u32 }
+            } else {
+                (2..=best)
+                    .rev()
+                    .find_map(|len| {
+                        let suffix = &tokens[p + 1 - len..=p];
+                        let slot = self.index.probe(ch.keys[j][len - 1], |s| self.verify(s, suffix))?;
+                        Some(Hit { slot, len: len as u32 })
+                    })
+                    .unwrap_or(Hit::MISS)
+            };
             out.push(hit);
         }
     }

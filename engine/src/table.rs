@@ -111,7 +111,7 @@ impl Table {
         if h.index.key_bits == 0 || h.index.key_bits > 64 {
             return Err(bad_header(format!("index key bits {} not in 1..=64", h.index.key_bits)));
         }
-        if h.index.slot_bits == 0 || h.index.slot_bits > 32 || (h.rows >> h.index.slot_bits) != 0 {
+        if h.index.slot_bits == 0 || h.index.slot_bits > 32 || ((h.rows + 1) >> h.index.slot_bits) != 0 {
             return Err(bad_header(format!("index slot bits {} cannot address {} rows", h.index.slot_bits, h.rows)));
         }
         let file_len = map.len() as u64;

@@ -1,5 +1,6 @@
 mod common;
 
+use common::Spec;
 use common::*;
 use engine::dtype::decode_row;
 use engine::{BuildError, Dtype, OpenError, OpenOptions, SuffixMatcher, Table, TableBuilder};
@@ -211,4 +212,67 @@ fn damage_is_detected_and_named() {
     std::fs::write(&damaged, &bytes).unwrap();
     assert!(matches!(Table::open(&damaged), Err(OpenError::UnsupportedVersion { found: 99, .. })));
     assert!(matches!(Table::open(dir.path().join("missing")), Err(OpenError::Io { .. })));
+}
+
+#[test]
+fn presorted_and_shuffled_input_build_the_same_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = random_spec(31, 2000, 60, 4, 6, true);
+    // Distinct counts, so the hottest-first order does not depend on input order.
+    for (i, c) in spec.counts.as_mut().unwrap().iter_mut().enumerate() {
+        *c = (i as u64 * 7919) % 1_000_003 + 1;
+    }
+    let mut order: Vec<usize> = (0..spec.ngrams.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(spec.counts.as_ref().unwrap()[i]));
+    let sorted = Spec {
+        ngrams: order.iter().map(|&i| spec.ngrams[i].clone()).collect(),
+        rows: order.iter().map(|&i| spec.rows[i].clone()).collect(),
+        counts: Some(order.iter().map(|&i| spec.counts.as_ref().unwrap()[i]).collect()),
+    };
+    // Out of order only at the very end: everything is read back and sorted.
+    let mut late = sorted.clone_spec();
+    let last = late.ngrams.len() - 1;
+    late.counts.as_mut().unwrap()[last] = 2_000_000;
+    let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+    let mut small = config(6, Dtype::F32, 4, 60);
+    small.memory_budget = 16 << 10;
+    let sa = build(&a, &spec, small.clone());
+    let sb = build(&b, &sorted, small.clone());
+    build(&c, &late, small);
+    assert!(sa.rows_sorted && sa.spilled_runs > 0);
+    assert!(!sb.rows_sorted, "presorted input needs no row sort");
+    let (fa, fb) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    assert_eq!(fa[4096..], fb[4096..]);
+    let t = Table::open(&c).unwrap();
+    assert_eq!(t.ngram(0), Some(late.ngrams[last].as_slice()), "the late hottest row moves to slot 0");
+    for (i, g) in late.ngrams.iter().enumerate() {
+        let slot = t.lookup(g).unwrap();
+        assert_eq!(decode_row(t.row_bytes(slot).unwrap(), Dtype::F32), late.rows[i]);
+        assert_eq!(t.count(slot), Some(late.counts.as_ref().unwrap()[i]));
+    }
+}
+
+#[test]
+fn markers_cover_exactly_the_missing_suffixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = random_spec(41, 500, 25, 5, 2, false);
+    let path = dir.path().join("m.scone");
+    build(&path, &spec, config(2, Dtype::F32, 5, 25));
+    let t = Table::open(&path).unwrap();
+    let present = naive_map(&spec);
+    let mut missing = std::collections::HashSet::new();
+    for g in &spec.ngrams {
+        for len in 2..g.len() {
+            let suffix = g[g.len() - len..].to_vec();
+            if !present.contains_key(&suffix) {
+                missing.insert(suffix);
+            }
+        }
+    }
+    assert!(!missing.is_empty());
+    assert_eq!(t.header().index.markers, missing.len() as u64);
+    // Markers are never returned as rows.
+    for m in &missing {
+        assert_eq!(t.lookup(m), None);
+    }
 }

@@ -13,6 +13,12 @@ pub struct Spec {
     pub counts: Option<Vec<u64>>,
 }
 
+impl Spec {
+    pub fn clone_spec(&self) -> Spec {
+        Spec { ngrams: self.ngrams.clone(), rows: self.rows.clone(), counts: self.counts.clone() }
+    }
+}
+
 /// Distinct random n-grams with rows whose values are exact in f16/bf16 (small
 /// multiples of 1/8), so round trips compare exactly.
 pub fn random_spec(seed: u64, n: usize, vocab: u32, n_max: usize, dim: usize, counts: bool) -> Spec {
