@@ -127,11 +127,12 @@ pub fn run(a: BuildArgs) -> Result<()> {
         pb.finish_and_clear();
     }
     println!(
-        "built {}: {} rows of {dim} {} ({} bytes), {} key collisions, {} sort runs spilled",
+        "built {}: {} rows of {dim} {} ({} bytes), {} suffix markers, {} key collisions, {} sort runs spilled",
         summary.path.display(),
         summary.rows,
         a.dtype,
         summary.file_bytes,
+        summary.markers,
         summary.key_collisions,
         summary.spilled_runs
     );

@@ -123,8 +123,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
 
     let t = Table::open(&table_path)?;
     println!(
-        "               index {:.2} bytes/key, {} key collisions",
+        "               index {:.2} bytes/key, {} suffix markers (suffixes of f-grams that are not f-grams), {} key collisions",
         t.index_bytes() as f64 / t.rows() as f64,
+        t.header().index.markers,
         t.header().build.key_collisions
     );
 
@@ -139,14 +140,18 @@ pub fn run(a: DemoArgs) -> Result<()> {
     print_matches(&t, &tokens, &pieces, &hits, &ngram_text);
 
     // Rates over the whole corpus, one thread.
-    println!("\n6. rates       over the whole corpus ({total_tokens} tokens), this machine:");
+    println!(
+        "\n6. rates       over the whole corpus ({total_tokens} tokens), this machine, median of 3 after a warm-up:"
+    );
+    // One warm-up pass (page faults, caches), then the median of three timed ones.
     let sp = spinner("match");
     let mut all = Vec::with_capacity(total_tokens);
-    let t0 = Instant::now();
-    for d in &docs {
-        m.match_into(d, 0, &mut all);
-    }
-    let match_secs = t0.elapsed().as_secs_f64();
+    let match_secs = median_secs(|| {
+        all.clear();
+        for d in &docs {
+            m.match_into(d, 0, &mut all);
+        }
+    });
     sp.finish_and_clear();
     let matched: Vec<u32> = all.iter().map(|h| h.slot().unwrap_or(MISS_SLOT)).collect();
     let hit = all.iter().filter(|h| h.is_hit()).count();
@@ -165,26 +170,32 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let row_out = a.dim as usize * a.dtype.size();
     let mut out = vec![0u8; batch * row_out];
     let opts = GatherOptions { dtype: a.dtype, max_threads: 0 };
-    let t0 = Instant::now();
-    for chunk in slots.chunks(batch) {
-        gather(&t, chunk, opts, &mut out[..chunk.len() * row_out])?;
+    let mut failed = None;
+    let gather_secs = median_secs(|| {
+        for chunk in slots.chunks(batch) {
+            if let Err(e) = gather(&t, chunk, opts, &mut out[..chunk.len() * row_out]) {
+                failed = Some(e);
+            }
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e.into());
     }
-    let gather_secs = t0.elapsed().as_secs_f64();
     // Ceiling: copying the same number of bytes from a contiguous buffer as large
     // as the rows section, walked in order (no cache advantage over the gather).
     let src = vec![1u8; (t.rows() as usize * row_out).max(batch * row_out)];
     let mut at = 0;
-    let t0 = Instant::now();
-    for chunk in slots.chunks(batch) {
-        let n = chunk.len() * row_out;
-        if at + n > src.len() {
-            at = 0;
+    let copy_secs = median_secs(|| {
+        for chunk in slots.chunks(batch) {
+            let n = chunk.len() * row_out;
+            if at + n > src.len() {
+                at = 0;
+            }
+            out[..n].copy_from_slice(&src[at..at + n]);
+            at += n;
+            std::hint::black_box(&out);
         }
-        out[..n].copy_from_slice(&src[at..at + n]);
-        at += n;
-        std::hint::black_box(&out);
-    }
-    let copy_secs = t0.elapsed().as_secs_f64();
+    });
     let bytes = (slots.len() * row_out) as f64;
     println!(
         "               gather  {:.2} M rows/s, {:.2} GB/s in batches of {batch} (contiguous memcpy of the same bytes: {:.2} GB/s)",
@@ -197,4 +208,18 @@ pub fn run(a: DemoArgs) -> Result<()> {
         table_path.display()
     );
     Ok(())
+}
+
+/// Median wall time of three runs of `f`, after one untimed warm-up run.
+fn median_secs(mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..3)
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[1]
 }

@@ -33,6 +33,7 @@ pub fn info(path: &Path, as_json: bool) -> Result<()> {
                 "entries": h.index.len,
                 "slot_bits": h.index.slot_bits,
                 "key_bits": h.index.key_bits,
+                "markers": h.index.markers,
                 "bytes": t.index_bytes(),
                 "bytes_per_key": index_bytes_per_key,
             },
@@ -52,8 +53,8 @@ pub fn info(path: &Path, as_json: bool) -> Result<()> {
     println!("n-grams      2..={} tokens, vocabulary {}", h.n_max, h.vocab_size);
     println!("order        {}", if h.hottest_first { "hottest first (by count)" } else { "input order" });
     println!(
-        "index        linear probing, {} entries for {} home slots, {:.2} bytes/key, {} key collisions",
-        h.index.len, h.index.capacity, index_bytes_per_key, h.build.key_collisions
+        "index        linear probing, {} entries for {} home slots, {:.2} bytes/key, {} suffix markers, {} key collisions",
+        h.index.len, h.index.capacity, index_bytes_per_key, h.index.markers, h.build.key_collisions
     );
     println!("key seed     {:#018x}", h.key_seed);
     match &h.tokenizer {

@@ -14,8 +14,9 @@ pub const MISS_SLOT: u32 = u32::MAX;
 
 /// Batches are split across threads in pieces of at least this many output bytes.
 const PARALLEL_BYTES: usize = 512 << 10;
-/// Rows ahead of the copy whose cache lines are prefetched.
-const PREFETCH_DISTANCE: usize = 8;
+/// Rows ahead of the copy whose cache lines are prefetched (32 measured best of
+/// 8..64 for 512-byte rows on the development machine).
+const PREFETCH_DISTANCE: usize = 32;
 
 /// Options for [`gather`].
 #[derive(Clone, Copy, Debug)]

@@ -9,7 +9,7 @@
 
 use crate::format::{MAX_N, TOKEN_PAD};
 use crate::index::IndexView;
-use crate::key::suffix_keys;
+use crate::key::{first, step, suffix_keys};
 use crate::prefetch::prefetch_read;
 use crate::table::Table;
 
@@ -35,24 +35,26 @@ impl Hit {
 }
 
 /// Positions per pipeline step.
-const CHUNK: usize = 8;
+const CHUNK: usize = 32;
 /// Chunks between one stage and the next: how far ahead each prefetch is issued.
-const DISTANCE: usize = 2;
+const DISTANCE: usize = 1;
 const NONE: u32 = u32::MAX;
 
-/// One chunk of positions on its way through the pipeline.
+/// One chunk of positions on its way through the pipeline. Small, so that
+/// short calls (a decode step, a verse) pay little to set the ring up.
 #[derive(Clone, Copy)]
 struct Chunk {
     start: usize,
     len: usize,
-    /// keys[j][n - 1]: key of the suffix of length n ending at position start + j.
-    keys: [[u64; MAX_N]; CHUNK],
+    /// Key of the next suffix length to probe at each position; each stage
+    /// extends it by one token (`key::step`), so dead positions cost no hashing.
+    key: [u64; CHUNK],
     /// Suffix lengths available at each position (fewer near the start).
-    nkeys: [usize; CHUNK],
+    avail: [u8; CHUNK],
     /// Still extending: every suffix probed so far has an index entry.
     alive: [bool; CHUNK],
     /// Longest length with an f-gram candidate so far, and that candidate.
-    best_len: [usize; CHUNK],
+    best_len: [u8; CHUNK],
     best_slot: [u32; CHUNK],
 }
 
@@ -60,8 +62,8 @@ impl Chunk {
     const EMPTY: Chunk = Chunk {
         start: 0,
         len: 0,
-        keys: [[0; MAX_N]; CHUNK],
-        nkeys: [0; CHUNK],
+        key: [0; CHUNK],
+        avail: [0; CHUNK],
         alive: [false; CHUNK],
         best_len: [0; CHUNK],
         best_slot: [NONE; CHUNK],
@@ -123,7 +125,9 @@ impl<'t> SuffixMatcher<'t> {
         out.reserve(tokens.len().saturating_sub(start));
         // Stages: hash, probe lengths 2..=nm, prefetch n-grams, verify.
         let stages = nm + 2;
-        let ring_len = (stages - 1) * DISTANCE + 1;
+        // A chunk is reused only after it left the last stage; short inputs need
+        // no more slots than chunks.
+        let ring_len = ((stages - 1) * DISTANCE + 1).min(n_chunks.max(1));
         let mut ring = vec![Chunk::EMPTY; ring_len];
         for i in 0..n_chunks + (stages - 1) * DISTANCE {
             for stage in 0..stages {
@@ -134,7 +138,7 @@ impl<'t> SuffixMatcher<'t> {
                         let first = start + c * CHUNK;
                         self.hash_and_prefetch(tokens, first, CHUNK.min(tokens.len() - first), ch);
                     }
-                    s if s < nm => self.probe_length(ch, s + 1),
+                    s if s < nm => self.probe_length(tokens, ch, s + 1),
                     s if s == nm => self.prefetch_best(ch),
                     _ => self.verify_chunk(tokens, ch, out),
                 }
@@ -142,41 +146,43 @@ impl<'t> SuffixMatcher<'t> {
         }
     }
 
-    /// Stage 0: suffix keys of every position; index lines of the 2-token suffixes.
+    /// Stage 0: keys of the 2-token suffixes; their index lines prefetched.
     #[inline]
     fn hash_and_prefetch(&self, tokens: &[u32], start: usize, len: usize, ch: &mut Chunk) {
-        let nm = self.n_max;
         ch.start = start;
         ch.len = len;
         for j in 0..len {
             let p = start + j;
-            let window = &tokens[(p + 1).saturating_sub(nm)..=p];
-            ch.nkeys[j] = suffix_keys(window, self.seed, &mut ch.keys[j][..nm]);
-            ch.alive[j] = ch.nkeys[j] >= 2;
+            let avail = (p + 1).min(self.n_max);
+            ch.avail[j] = avail as u8;
+            ch.alive[j] = avail >= 2;
             ch.best_len[j] = 0;
             ch.best_slot[j] = NONE;
-            if ch.alive[j] {
-                self.index.prefetch(ch.keys[j][1]);
+            if avail >= 2 {
+                ch.key[j] = step(first(tokens[p], self.seed), tokens[p - 1], 2, self.seed);
+                self.index.prefetch(ch.key[j]);
             }
         }
     }
 
-    /// Stage len - 1: probe the suffix of length `len` of each live position.
+    /// Stage len - 1: probe the suffix of length `len` of each live position; for
+    /// those that stay alive, hash the next length and prefetch its line.
     #[inline]
-    fn probe_length(&self, ch: &mut Chunk, len: usize) {
+    fn probe_length(&self, tokens: &[u32], ch: &mut Chunk, len: usize) {
         for j in 0..ch.len {
-            if !ch.alive[j] || ch.nkeys[j] < len {
-                ch.alive[j] = false;
+            if !ch.alive[j] {
                 continue;
             }
-            let scan = self.index.scan(ch.keys[j][len - 1]);
+            let scan = self.index.scan(ch.key[j]);
             if let Some(slot) = scan.first {
-                ch.best_len[j] = len;
+                ch.best_len[j] = len as u8;
                 ch.best_slot[j] = slot;
             }
-            ch.alive[j] = scan.present && ch.nkeys[j] > len;
+            ch.alive[j] = scan.present && (ch.avail[j] as usize) > len;
             if ch.alive[j] {
-                self.index.prefetch(ch.keys[j][len]);
+                let p = ch.start + j;
+                ch.key[j] = step(ch.key[j], tokens[p - len], len as u32 + 1, self.seed);
+                self.index.prefetch(ch.key[j]);
             }
         }
     }
@@ -198,17 +204,20 @@ impl<'t> SuffixMatcher<'t> {
     fn verify_chunk(&self, tokens: &[u32], ch: &Chunk, out: &mut Vec<Hit>) {
         for j in 0..ch.len {
             let p = ch.start + j;
-            let best = ch.best_len[j];
+            let best = ch.best_len[j] as usize;
             let hit = if best == 0 {
                 Hit::MISS
             } else if self.verify(ch.best_slot[j], &tokens[p + 1 - best..=p]) {
                 Hit { slot: ch.best_slot[j], len: best as u32 }
             } else {
+                // Rare: recompute the suffix keys and verify every candidate.
+                let mut keys = [0u64; MAX_N];
+                suffix_keys(&tokens[p + 1 - best..=p], self.seed, &mut keys[..best]);
                 (2..=best)
                     .rev()
                     .find_map(|len| {
                         let suffix = &tokens[p + 1 - len..=p];
-                        let slot = self.index.probe(ch.keys[j][len - 1], |s| self.verify(s, suffix))?;
+                        let slot = self.index.probe(keys[len - 1], |s| self.verify(s, suffix))?;
                         Some(Hit { slot, len: len as u32 })
                     })
                     .unwrap_or(Hit::MISS)
