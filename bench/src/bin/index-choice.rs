@@ -203,21 +203,6 @@ fn machine() -> String {
     format!("{model}, nproc {nproc}, L3 {l3}, transparent hugepages: {thp}")
 }
 
-/// Today's UTC date as YYYY-MM-DD (civil-from-days, H. Hinnant).
-fn today() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let z = (secs / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     let n = args.n;
@@ -482,7 +467,7 @@ fn main() -> Result<()> {
     println!("## index-choice: static key -> slot index, n = {n}");
     println!();
     println!("- machine: {}", machine());
-    println!("- date: {} (UTC)", today());
+    println!("- date: {} (UTC)", scone_bench::report::utc_date());
     println!(
         "- keys: {n} distinct uniform random u64 (seed {:#x}); slots a random permutation of 0..n (rows hottest-first)",
         args.seed

@@ -63,41 +63,30 @@ pub trait EmbeddingSource: Send + Sync + Debug {
     fn read_row_f32(&self, row: u64, out: &mut [f32]) -> Result<(), IngestError>;
 }
 
-impl EmbeddingSource for NpyFile {
-    fn path(&self) -> &Path {
-        NpyFile::path(self)
-    }
-    fn rows(&self) -> u64 {
-        NpyFile::rows(self)
-    }
-    fn dim(&self) -> usize {
-        NpyFile::dim(self)
-    }
-    fn source_dtype(&self) -> &'static str {
-        NpyFile::source_dtype(self)
-    }
-    fn read_row_f32(&self, row: u64, out: &mut [f32]) -> Result<(), IngestError> {
-        NpyFile::read_row_f32(self, row, out)
-    }
+/// Both file types are a memory-mapped matrix plus a dtype name.
+macro_rules! matrix_source {
+    ($t:ty) => {
+        impl EmbeddingSource for $t {
+            fn path(&self) -> &Path {
+                &self.matrix.path
+            }
+            fn rows(&self) -> u64 {
+                self.matrix.rows()
+            }
+            fn dim(&self) -> usize {
+                self.matrix.dim()
+            }
+            fn source_dtype(&self) -> &'static str {
+                self.dtype
+            }
+            fn read_row_f32(&self, row: u64, out: &mut [f32]) -> Result<(), IngestError> {
+                self.matrix.read_row_f32(row, out)
+            }
+        }
+    };
 }
-
-impl EmbeddingSource for SafetensorsFile {
-    fn path(&self) -> &Path {
-        SafetensorsFile::path(self)
-    }
-    fn rows(&self) -> u64 {
-        SafetensorsFile::rows(self)
-    }
-    fn dim(&self) -> usize {
-        SafetensorsFile::dim(self)
-    }
-    fn source_dtype(&self) -> &'static str {
-        SafetensorsFile::source_dtype(self)
-    }
-    fn read_row_f32(&self, row: u64, out: &mut [f32]) -> Result<(), IngestError> {
-        SafetensorsFile::read_row_f32(self, row, out)
-    }
-}
+matrix_source!(NpyFile);
+matrix_source!(SafetensorsFile);
 
 fn dtype_name(elem: ElemType) -> &'static str {
     match elem {

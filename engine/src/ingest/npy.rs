@@ -27,8 +27,8 @@ const MAX_DEPTH: usize = 32;
 /// An opened `.npy` embedding matrix.
 #[derive(Debug)]
 pub struct NpyFile {
-    matrix: MappedMatrix,
-    dtype: &'static str,
+    pub(super) matrix: MappedMatrix,
+    pub(super) dtype: &'static str,
 }
 
 impl NpyFile {
@@ -39,35 +39,6 @@ impl NpyFile {
         let header = parse_npy(&map).map_err(|reason| IngestError::malformed(path, reason))?;
         let matrix = MappedMatrix::new(path, map, header.data_offset, header.rows, header.dim, header.elem)?;
         Ok(NpyFile { matrix, dtype: super::dtype_name(header.elem) })
-    }
-
-    /// The file this matrix was read from.
-    pub fn path(&self) -> &Path {
-        &self.matrix.path
-    }
-
-    /// Number of rows (first axis).
-    pub fn rows(&self) -> u64 {
-        self.matrix.rows()
-    }
-
-    /// Width of each row (second axis).
-    pub fn dim(&self) -> usize {
-        self.matrix.dim()
-    }
-
-    /// `"f32"`, `"f16"` or `"f64"`.
-    pub fn source_dtype(&self) -> &'static str {
-        self.dtype
-    }
-
-    /// Decodes row `row` (0-based) into `out`; see
-    /// [`EmbeddingSource::read_row_f32`](super::EmbeddingSource::read_row_f32).
-    ///
-    /// # Panics
-    /// If `row >= self.rows()` or `out.len() != self.dim()`.
-    pub fn read_row_f32(&self, row: u64, out: &mut [f32]) -> Result<(), IngestError> {
-        self.matrix.read_row_f32(row, out)
     }
 }
 
@@ -417,6 +388,7 @@ impl Parser<'_> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::ingest::EmbeddingSource;
     use std::io::Write;
 
     /// Builds a `.npy` file image by hand: preamble for `version`, the given

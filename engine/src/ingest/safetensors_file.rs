@@ -15,9 +15,9 @@ use super::raw::{map_file, ElemType, MappedMatrix};
 /// An opened `.safetensors` embedding matrix.
 #[derive(Debug)]
 pub struct SafetensorsFile {
-    matrix: MappedMatrix,
+    pub(super) matrix: MappedMatrix,
     name: String,
-    dtype: &'static str,
+    pub(super) dtype: &'static str,
 }
 
 impl SafetensorsFile {
@@ -83,30 +83,6 @@ impl SafetensorsFile {
     pub fn tensor_name(&self) -> &str {
         &self.name
     }
-
-    /// Number of rows (first axis).
-    pub fn rows(&self) -> u64 {
-        self.matrix.rows()
-    }
-
-    /// Width of each row (second axis).
-    pub fn dim(&self) -> usize {
-        self.matrix.dim()
-    }
-
-    /// `"f32"`, `"f16"`, `"bf16"` or `"f64"`.
-    pub fn source_dtype(&self) -> &'static str {
-        self.dtype
-    }
-
-    /// Decodes row `row` (0-based) into `out`; see
-    /// [`EmbeddingSource::read_row_f32`](super::EmbeddingSource::read_row_f32).
-    ///
-    /// # Panics
-    /// If `row >= self.rows()` or `out.len() != self.dim()`.
-    pub fn read_row_f32(&self, row: u64, out: &mut [f32]) -> Result<(), IngestError> {
-        self.matrix.read_row_f32(row, out)
-    }
 }
 
 fn list_names(st: &SafeTensors<'_>) -> String {
@@ -156,6 +132,7 @@ fn describe(e: SafeTensorError) -> String {
 pub(crate) mod tests {
     use super::*;
     use crate::ingest::npy::tests::write_file;
+    use crate::ingest::EmbeddingSource;
     use safetensors::tensor::TensorView;
 
     /// Serialises `(name, dtype, shape, little-endian bytes)` tensors.
