@@ -19,7 +19,10 @@ fn main() -> anyhow::Result<()> {
         synth::build_table(&spec, &path, cfg)?;
     }
     for resident in [true, false] {
-        let table = Table::open_with(&path, OpenOptions { verify_rows: false, resident_index: resident })?;
+        let table = Table::open_with(
+            &path,
+            OpenOptions { verify_rows: false, resident_index: resident, resident_rows: false },
+        )?;
         let sizes = Sizes { probes: 1000, stream_tokens: 4_000_000, batch: 4096, batches: 1 };
         let w = Workload::new(&spec, sizes, |g| table.lookup(g).is_some());
         let m = SuffixMatcher::new(&table);

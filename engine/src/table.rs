@@ -26,11 +26,17 @@ pub struct OpenOptions {
     /// then miss the TLB far less often. Costs one copy of those sections (about
     /// 9.4 + 4 * n_max bytes per key) at open. Default: on.
     pub resident_index: bool,
+    /// Copy the rows section into anonymous memory with transparent huge pages as
+    /// well. Random row gathers over a mapped file pay a TLB miss per row (4 KiB
+    /// page-cache pages); with 2 MiB pages they mostly do not. Needs the whole
+    /// rows section in RAM and one copy at open. Default: off (tables may be
+    /// larger than RAM; the mapping pages rows in on demand).
+    pub resident_rows: bool,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { verify_rows: false, resident_index: true }
+        OpenOptions { verify_rows: false, resident_index: true, resident_rows: false }
     }
 }
 
@@ -47,6 +53,8 @@ pub struct Table {
     /// The index section followed by the ngrams section, copied out of the file
     /// (see [`OpenOptions::resident_index`]).
     resident: Option<Mmap>,
+    /// The rows section, copied out of the file (see [`OpenOptions::resident_rows`]).
+    resident_rows: Option<Mmap>,
 }
 
 impl std::fmt::Debug for Table {
@@ -82,8 +90,14 @@ impl Table {
             HeaderProblem::Damaged(reason) => OpenError::BadHeader { path: path.clone(), reason },
         })?;
         let mut t = Self::check_layout(path, header, map)?;
+        let io = |source| OpenError::Io { path: t.path.clone(), source };
         if opts.resident_index {
-            t.resident = Some(t.copy_resident().map_err(|source| OpenError::Io { path: t.path.clone(), source })?);
+            let copy = copy_to_anonymous(&[t.bytes(&t.index), t.bytes(&t.ngrams)]).map_err(io)?;
+            t.resident = Some(copy);
+        }
+        if opts.resident_rows {
+            let copy = copy_to_anonymous(&[t.bytes(&t.rows)]).map_err(io)?;
+            t.resident_rows = Some(copy);
         }
         for s in [Some(t.ngrams), Some(t.index), t.counts, t.tokenizer].into_iter().flatten() {
             t.check_section(&s)?;
@@ -155,19 +169,7 @@ impl Table {
                 h.index.len, h.index.capacity
             )));
         }
-        Ok(Table { path, header, map, rows, ngrams, index, counts, tokenizer, resident: None })
-    }
-
-    /// Copies the index and ngrams sections into one anonymous mapping, advised
-    /// to use huge pages (a hint: where THP is off it stays on small pages).
-    fn copy_resident(&self) -> std::io::Result<Mmap> {
-        let (index, ngrams) = (self.bytes(&self.index), self.bytes(&self.ngrams));
-        let mut anon = memmap2::MmapOptions::new().len(index.len() + ngrams.len()).map_anon()?;
-        #[cfg(target_os = "linux")]
-        let _ = anon.advise(memmap2::Advice::HugePage);
-        anon[..index.len()].copy_from_slice(index);
-        anon[index.len()..].copy_from_slice(ngrams);
-        anon.make_read_only()
+        Ok(Table { path, header, map, rows, ngrams, index, counts, tokenizer, resident: None, resident_rows: None })
     }
 
     fn check_section(&self, s: &Section) -> Result<(), OpenError> {
@@ -196,13 +198,19 @@ impl Table {
     }
 
     fn bytes(&self, s: &Section) -> &[u8] {
-        match (&self.resident, s.kind) {
-            // The resident copy holds the index, then the ngrams (copy_resident).
-            (Some(r), SectionKind::Index) => &r[..s.len as usize],
-            (Some(r), SectionKind::Ngrams) => &r[self.index.len as usize..],
+        match (s.kind, &self.resident, &self.resident_rows) {
+            // The resident copy holds the index, then the ngrams (open_with).
+            (SectionKind::Index, Some(r), _) => &r[..s.len as usize],
+            (SectionKind::Ngrams, Some(r), _) => &r[self.index.len as usize..],
+            (SectionKind::Rows, _, Some(r)) => r,
             // In bounds: check_layout verified offset + len <= file length.
             _ => &self.map[s.offset as usize..(s.offset + s.len) as usize],
         }
+    }
+
+    /// Whether the rows were copied into (huge-page) anonymous memory.
+    pub fn rows_are_resident(&self) -> bool {
+        self.resident_rows.is_some()
     }
 
     /// Whether the index and n-grams were copied into (huge-page) anonymous memory.
@@ -339,4 +347,19 @@ impl Table {
         let info = self.header.tokenizer.as_ref()?;
         Some((info.kind.as_str(), self.bytes(self.tokenizer.as_ref()?)))
     }
+}
+
+/// Copies `parts` back to back into one anonymous mapping advised to use huge
+/// pages (a hint: where transparent huge pages are off it stays on small pages).
+fn copy_to_anonymous(parts: &[&[u8]]) -> std::io::Result<Mmap> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut anon = memmap2::MmapOptions::new().len(len.max(1)).map_anon()?;
+    #[cfg(target_os = "linux")]
+    let _ = anon.advise(memmap2::Advice::HugePage);
+    let mut at = 0;
+    for p in parts {
+        anon[at..at + p.len()].copy_from_slice(p);
+        at += p.len();
+    }
+    anon.make_read_only()
 }

@@ -43,8 +43,19 @@ fn every_ngram_is_found_with_its_row_in_every_dtype() {
         assert_eq!(batch, single);
         // Probing the file mapping directly gives the same answers as the resident copy.
         assert!(t.index_is_resident());
-        let mapped = Table::open_with(&path, OpenOptions { verify_rows: true, resident_index: false }).unwrap();
+        let mapped =
+            Table::open_with(&path, OpenOptions { verify_rows: true, resident_index: false, resident_rows: false })
+                .unwrap();
         assert!(!mapped.index_is_resident());
+        // Resident rows read the same bytes as mapped ones.
+        let rows_in_ram =
+            Table::open_with(&path, OpenOptions { verify_rows: true, resident_index: true, resident_rows: true })
+                .unwrap();
+        assert!(rows_in_ram.rows_are_resident() && !t.rows_are_resident());
+        for slot in 0..t.rows() as u32 {
+            assert_eq!(rows_in_ram.row_bytes(slot), mapped.row_bytes(slot));
+        }
+        rows_in_ram.verify().unwrap();
         let mut batch2 = Vec::new();
         mapped.lookup_batch(&refs, &mut batch2);
         assert_eq!(batch2, single);
