@@ -17,7 +17,7 @@ pub mod index;
 pub mod ingest;
 pub mod key;
 pub mod matcher;
-mod prefetch;
+pub mod prefetch;
 pub mod table;
 #[doc(hidden)]
 pub mod untrusted;

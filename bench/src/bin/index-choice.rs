@@ -46,21 +46,7 @@ struct Args {
 /// Prefetch distance (queries ahead) per pipeline stage.
 const AHEAD: usize = 16;
 
-/// Asks the CPU to start loading the cache line holding `*p`. A hint only.
-#[inline(always)]
-fn prefetch<T>(p: &T) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // SAFETY: prefetch never faults and does not dereference in the abstract machine;
-        // `p` is a valid reference anyway. SSE is part of the x86_64 baseline.
-        unsafe { _mm_prefetch(p as *const T as *const i8, _MM_HINT_T0) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = p;
-    }
-}
+use engine::prefetch::prefetch_read as prefetch;
 
 /// A `Write` sink that collects the index writer's little-endian u64 entries.
 struct U64Sink {
