@@ -126,7 +126,7 @@ pub fn run(a: BuildArgs) -> Result<()> {
     for pb in [rows_pb, index_pb].into_iter().flatten() {
         pb.finish_and_clear();
     }
-    println!(
+    outln!(
         "built {}: {} rows of {dim} {} ({} bytes), {} suffix markers, {} key collisions, {} sort runs spilled",
         summary.path.display(),
         summary.rows,

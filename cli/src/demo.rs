@@ -57,14 +57,14 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let tok = WordTokenizer::train(verses.iter().map(|v| v.text.as_str()), 1 << 20, 1);
     let docs: Vec<Vec<u32>> = verses.iter().map(|v| tok.encode(&v.text)).collect();
     let total_tokens: usize = docs.iter().map(|d| d.len()).sum();
-    println!(
+    outln!(
         "1. corpus      King James Bible (bundled): {} verses, {} tokens, vocabulary {} words  [{:.2} s]",
         verses.len(),
         total_tokens,
         tok.vocab_size(),
         t0.elapsed().as_secs_f64()
     );
-    println!("               tokenizer: lowercase words and single punctuation marks (docs/TOKENIZER.md)");
+    outln!("               tokenizer: lowercase words and single punctuation marks (docs/TOKENIZER.md)");
 
     let t0 = Instant::now();
     let mut counter = NgramCounter::new(CountConfig {
@@ -82,13 +82,13 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let merged = counter.finish()?;
     let mut distinct = 0u64;
     let fgrams = trainer::try_select_fgrams(merged.inspect(|_| distinct += 1), a.top_k, a.min_count)?;
-    println!("2. count       {distinct} distinct 2..{}-grams counted  [{:.2} s]", a.n_max, t0.elapsed().as_secs_f64());
+    outln!("2. count       {distinct} distinct 2..{}-grams counted  [{:.2} s]", a.n_max, t0.elapsed().as_secs_f64());
     let mut by_len = vec![0usize; a.n_max + 1];
     for f in &fgrams {
         by_len[f.tokens.len()] += 1;
     }
     let lens: Vec<String> = (2..=a.n_max).map(|n| format!("{} {n}-grams", by_len[n])).collect();
-    println!(
+    outln!(
         "3. select      {} f-grams: the most frequent with count >= {} (top-k {}): {}",
         fgrams.len(),
         a.min_count,
@@ -110,7 +110,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     }
     pb.finish_and_clear();
     let summary = b.finish()?;
-    println!(
+    outln!(
         "4. build       {} ({} rows x {} {}, hottest first, {:.1} MB)  [{:.2} s]",
         table_path.display(),
         summary.rows,
@@ -119,17 +119,17 @@ pub fn run(a: DemoArgs) -> Result<()> {
         summary.file_bytes as f64 / 1e6,
         t0.elapsed().as_secs_f64()
     );
-    println!("               NOTE: rows are seeded synthetic vectors, not trained embeddings; the trainer will export real ones.");
+    outln!("               NOTE: rows are seeded synthetic vectors, not trained embeddings; the trainer will export real ones.");
 
     let t = Table::open(&table_path)?;
-    println!(
+    outln!(
         "               index {:.2} bytes/key, {} suffix markers (suffixes of f-grams that are not f-grams), {} key collisions",
         t.index_bytes() as f64 / t.rows() as f64,
         t.header().index.markers,
         t.header().build.key_collisions
     );
 
-    println!("\n5. match       longest f-gram ending at each token of the passage:");
+    outln!("\n5. match       longest f-gram ending at each token of the passage:");
     let m = SuffixMatcher::new(&t);
     let tokens = tok.encode(&a.passage);
     let pieces = tok.pieces(&a.passage);
@@ -137,10 +137,10 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let ngram_text = |g: &[u32]| -> Option<String> {
         Some(g.iter().map(|&i| tok.token(i).unwrap_or("?")).collect::<Vec<_>>().join(" "))
     };
-    print_matches(&t, &tokens, &pieces, &hits, &ngram_text);
+    print_matches(&t, &tokens, &pieces, &hits, &ngram_text)?;
 
     // Rates over the whole corpus, one thread.
-    println!(
+    outln!(
         "\n6. rates       over the whole corpus ({total_tokens} tokens), this machine, median of 3 after a warm-up:"
     );
     // One warm-up pass (page faults, caches), then the median of three timed ones.
@@ -159,7 +159,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     for h in &all {
         len_hist[h.len as usize] += 1;
     }
-    println!(
+    outln!(
         "               match   {:.2} M tokens/s on one thread; {:.1}% of positions hit an f-gram ({})",
         total_tokens as f64 / match_secs / 1e6,
         100.0 * hit as f64 / total_tokens as f64,
@@ -197,13 +197,13 @@ pub fn run(a: DemoArgs) -> Result<()> {
         }
     });
     let bytes = (slots.len() * row_out) as f64;
-    println!(
+    outln!(
         "               gather  {:.2} M rows/s, {:.2} GB/s in batches of {batch} (contiguous memcpy of the same bytes: {:.2} GB/s)",
         slots.len() as f64 / gather_secs / 1e6,
         bytes / gather_secs / 1e9,
         bytes / copy_secs / 1e9
     );
-    println!(
+    outln!(
         "\nnext: scone info {0} | scone match {0} --text \"...\" | scone get {0} --text \"the lord\"",
         table_path.display()
     );

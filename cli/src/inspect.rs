@@ -44,30 +44,30 @@ pub fn info(path: &Path, as_json: bool) -> Result<()> {
                 "kind": s.kind.to_string(), "offset": s.offset, "len": s.len, "checksum": format!("{:016x}", s.checksum),
             })).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("table        {}", path.display());
-    println!("format       v{} ({} bytes)", format::FORMAT_VERSION, t.file_len());
-    println!("rows         {} x dim {} {} (stride {} bytes)", h.rows, h.dim, h.dtype, h.row_stride);
-    println!("n-grams      2..={} tokens, vocabulary {}", h.n_max, h.vocab_size);
-    println!("order        {}", if h.hottest_first { "hottest first (by count)" } else { "input order" });
-    println!(
+    outln!("table        {}", path.display());
+    outln!("format       v{} ({} bytes)", format::FORMAT_VERSION, t.file_len());
+    outln!("rows         {} x dim {} {} (stride {} bytes)", h.rows, h.dim, h.dtype, h.row_stride);
+    outln!("n-grams      2..={} tokens, vocabulary {}", h.n_max, h.vocab_size);
+    outln!("order        {}", if h.hottest_first { "hottest first (by count)" } else { "input order" });
+    outln!(
         "index        linear probing, {} entries for {} home slots, {:.2} bytes/key, {} suffix markers, {} key collisions",
         h.index.len, h.index.capacity, index_bytes_per_key, h.index.markers, h.build.key_collisions
     );
-    println!("key seed     {:#018x}", h.key_seed);
+    outln!("key seed     {:#018x}", h.key_seed);
     match &h.tokenizer {
-        Some(tk) => println!("tokenizer    {} (fingerprint {:016x})", tk.kind, tk.fingerprint),
-        None => println!("tokenizer    none"),
+        Some(tk) => outln!("tokenizer    {} (fingerprint {:016x})", tk.kind, tk.fingerprint),
+        None => outln!("tokenizer    none"),
     }
-    println!("built        {} by {}", h.build.created_unix, h.build.tool);
+    outln!("built        {} by {}", h.build.created_unix, h.build.tool);
     if !h.build.source.is_empty() {
-        println!("source       {}", h.build.source);
+        outln!("source       {}", h.build.source);
     }
-    println!("sections");
+    outln!("sections");
     for s in &h.sections {
-        println!("  {:<10} offset {:>14}  len {:>14}  xxh3 {:016x}", s.kind.to_string(), s.offset, s.len, s.checksum);
+        outln!("  {:<10} offset {:>14}  len {:>14}  xxh3 {:016x}", s.kind.to_string(), s.offset, s.len, s.checksum);
     }
     Ok(())
 }
@@ -112,26 +112,26 @@ pub fn get(a: GetArgs) -> Result<()> {
                 "values": if a.full { Some(r) } else { None },
             })),
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     let shown = if pieces.iter().all(|p| !p.is_empty()) { format!(" \"{}\"", pieces.join(" ")) } else { String::new() };
     match (found, row, summary) {
         (Some(slot), Some(r), Some((min, max, mean, norm))) => {
-            println!("{ngram:?}{shown}: slot {slot}");
+            outln!("{ngram:?}{shown}: slot {slot}");
             if let Some(c) = t.count(slot) {
-                println!("count        {c}");
+                outln!("count        {c}");
             }
-            println!(
+            outln!(
                 "row          dim {} {}, min {min:.4}, max {max:.4}, mean {mean:.4}, l2 {norm:.4}",
                 r.len(),
                 t.dtype()
             );
             let head: Vec<String> =
                 r.iter().take(if a.full { r.len() } else { 8 }).map(|v| format!("{v:.4}")).collect();
-            println!("values       [{}{}]", head.join(", "), if a.full || r.len() <= 8 { "" } else { ", ..." });
+            outln!("values       [{}{}]", head.join(", "), if a.full || r.len() <= 8 { "" } else { ", ..." });
         }
-        _ => println!("{ngram:?}{shown}: not in the table"),
+        _ => outln!("{ngram:?}{shown}: not in the table"),
     }
     Ok(())
 }
@@ -142,9 +142,9 @@ pub fn verify(path: &Path) -> Result<()> {
     let sections = t.verify().with_context(|| "verification failed")?;
     let bytes: u64 = sections.iter().map(|s| s.len).sum();
     for s in &sections {
-        println!("ok  {:<10} {:>14} bytes  xxh3 {:016x}", s.kind.to_string(), s.len, s.checksum);
+        outln!("ok  {:<10} {:>14} bytes  xxh3 {:016x}", s.kind.to_string(), s.len, s.checksum);
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("{}: all {} sections verified ({bytes} bytes in {secs:.2} s)", path.display(), sections.len());
+    outln!("{}: all {} sections verified ({bytes} bytes in {secs:.2} s)", path.display(), sections.len());
     Ok(())
 }

@@ -1,5 +1,14 @@
 //! `scone`: build, inspect, query and demo f-gram embedding tables.
 
+/// `println!` that returns an error instead of panicking when stdout is gone
+/// (`scone info t.scone | head`); `main` ends quietly on a broken pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod build_cmd;
 mod demo;
 mod inspect;
@@ -54,6 +63,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

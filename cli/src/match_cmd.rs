@@ -55,11 +55,10 @@ pub fn run(a: MatchArgs) -> Result<()> {
             "hits": hits.iter().filter(|h| h.is_hit()).count(),
             "positions": positions,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    print_matches(&t, &tokens, &pieces, &hits, &ngram_text);
-    Ok(())
+    print_matches(&t, &tokens, &pieces, &hits, &ngram_text)
 }
 
 /// The human-readable match listing, shared with the demo.
@@ -69,8 +68,8 @@ pub fn print_matches(
     pieces: &[String],
     hits: &[engine::Hit],
     ngram_text: &dyn Fn(&[u32]) -> Option<String>,
-) {
-    println!("{:>4}  {:>7}  {:<14} {:>3}  {:>8}  longest f-gram ending here", "pos", "token", "piece", "n", "slot");
+) -> Result<()> {
+    outln!("{:>4}  {:>7}  {:<14} {:>3}  {:>8}  longest f-gram ending here", "pos", "token", "piece", "n", "slot");
     for (p, h) in hits.iter().enumerate() {
         let (n, slot, what) = match h.slot().and_then(|s| t.ngram(s).map(|g| (s, g))) {
             Some((s, g)) => {
@@ -80,8 +79,9 @@ pub fn print_matches(
             }
             None => ("-".into(), "-".into(), "miss: falls back to the token embedding".into()),
         };
-        println!("{p:>4}  {:>7}  {:<14} {n:>3}  {slot:>8}  {what}", tokens[p], pieces[p]);
+        outln!("{p:>4}  {:>7}  {:<14} {n:>3}  {slot:>8}  {what}", tokens[p], pieces[p]);
     }
     let hit = hits.iter().filter(|h| h.is_hit()).count();
-    println!("{hit} of {} positions matched an f-gram", hits.len());
+    outln!("{hit} of {} positions matched an f-gram", hits.len());
+    Ok(())
 }

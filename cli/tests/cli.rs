@@ -196,3 +196,22 @@ fn demo_runs_on_the_bundled_corpus() {
     assert_eq!(last["hit"], true);
     assert!(last["ngram_text"].as_str().unwrap().ends_with("unto moses"), "{last}");
 }
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let rows = vec![vec![1.0, 2.0]; 1];
+    let i = inputs("1 2\n", &rows);
+    assert!(run_build(&i, "t.scone").status.success());
+    let t = i.dir.join("t.scone");
+    // The reader goes away before scone writes: the write fails with a broken pipe.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scone"))
+        .args(["info", t.to_str().unwrap(), "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert!(o.status.success());
+}
