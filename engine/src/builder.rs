@@ -180,7 +180,7 @@ impl TableBuilder {
         let row_bytes = cfg.dim as usize * cfg.dtype.size();
         let key_mask = IndexParams { capacity: 0, slot_bits: 0, len: 0, key_bits: cfg.key_bits, markers: 0 }.key_mask();
         Ok(TableBuilder {
-            index_sorter: ExternalSorter::new(IDX_KEY + 4 + 4 * n_max, IDX_KEY, cfg.memory_budget / 4, &temp_dir),
+            index_sorter: index_sorter(&cfg, &temp_dir),
             ngrams: side_writer(&temp_dir)?,
             counts: side_writer(&temp_dir)?,
             index_rec: vec![0u8; IDX_KEY + 4 + 4 * n_max],
@@ -309,14 +309,13 @@ impl TableBuilder {
         out.take_hash();
         self.ngrams = side_writer(&self.temp_dir)?;
         self.counts = side_writer(&self.temp_dir)?;
-        self.index_sorter =
-            ExternalSorter::new(IDX_KEY + 4 + 4 * n_max, IDX_KEY, self.cfg.memory_budget / 4, &self.temp_dir);
+        self.index_sorter = index_sorter(&self.cfg, &self.temp_dir);
         self.row_sorter = Some(sorter);
         Ok(())
     }
 
     fn temp_err(&self, source: std::io::Error) -> BuildError {
-        BuildError::Io { path: self.cfg.temp_dir.clone().unwrap_or_else(std::env::temp_dir), source }
+        BuildError::Io { path: self.temp_dir.clone(), source }
     }
 
     fn out_err(&self, source: std::io::Error) -> BuildError {
@@ -550,6 +549,11 @@ impl Drop for TableBuilder {
             let _ = std::fs::remove_file(&self.tmp_path);
         }
     }
+}
+
+/// The key sort: (key, record, slot, n-gram) records ordered by key, then record.
+fn index_sorter(cfg: &BuildConfig, temp_dir: &Path) -> ExternalSorter {
+    ExternalSorter::new(IDX_KEY + 4 + 4 * cfg.n_max as usize, IDX_KEY, cfg.memory_budget / 4, temp_dir)
 }
 
 /// A checksummed, buffered temporary file that disappears when dropped.
