@@ -3,9 +3,11 @@
 //! - [`TableBuilder`] streams (n-gram, row, count) records into a table file.
 //! - [`Table`] opens one (memory-mapped, checksummed) and looks n-grams up.
 //! - [`SuffixMatcher`] finds, for every token, the longest f-gram ending there.
-//! - [`gather`] copies the rows of a batch of slots into a caller's buffer.
+//! - [`gather()`] copies the rows of a batch of slots into a caller's buffer.
+//! - [`read::RowReader`] reads the rows of a batch in one of three modes
+//!   (mapped, resident, direct I/O through io_uring or a pread pool).
 //!
-//! The file format is described in docs/FORMAT.md.
+//! The file format is described in docs/FORMAT.md, the read path in docs/READ_PATH.md.
 
 pub mod builder;
 pub mod dtype;
@@ -18,6 +20,7 @@ pub mod ingest;
 pub mod key;
 pub mod matcher;
 pub mod prefetch;
+pub mod read;
 pub mod table;
 #[doc(hidden)]
 pub mod untrusted;
@@ -27,4 +30,5 @@ pub use dtype::Dtype;
 pub use error::{BuildError, Error, GatherError, OpenError};
 pub use gather::{gather, GatherOptions, MISS_SLOT};
 pub use matcher::{Hit, SuffixMatcher};
+pub use read::{BackendKind, ReadError, ReadMode, ReadStats, RowReader};
 pub use table::{OpenOptions, Table};
