@@ -72,4 +72,6 @@ pub enum Error {
     Gather(#[from] GatherError),
     #[error(transparent)]
     Ingest(#[from] crate::ingest::IngestError),
+    #[error(transparent)]
+    Read(#[from] crate::read::ReadError),
 }
