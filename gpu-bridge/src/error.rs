@@ -22,6 +22,10 @@ pub enum BridgeError {
     /// driver's error code and message.
     #[error("CUDA error: {0}")]
     Cuda(String),
+    /// Gathering rows from the table failed (a slot out of range, a buffer
+    /// of the wrong size); the string is the engine's message.
+    #[error("gather failed: {0}")]
+    Gather(String),
     /// The caller passed something unusable (mismatched lengths, a buffer of
     /// another device, a zero iteration count, ...).
     #[error("invalid argument: {0}")]

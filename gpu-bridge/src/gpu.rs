@@ -51,6 +51,16 @@ impl Gpu {
         Ok(Gpu { ctx, stream, ordinal, name, total_memory })
     }
 
+    /// A handle to the same device and context with a new, separate
+    /// non-blocking stream. Work on the two streams is not ordered with
+    /// respect to each other (buffers still wait for each other's pending
+    /// uses through cudarc's event tracking).
+    pub fn with_new_stream(&self) -> Result<Gpu, BridgeError> {
+        let ctx = self.ctx.clone();
+        let stream = no_panic("creating stream", move || ctx.new_stream().map_err(cuda_err("creating stream")))?;
+        Ok(Gpu { stream, ..self.clone() })
+    }
+
     /// Device ordinal this handle was opened with.
     pub fn ordinal(&self) -> usize {
         self.ordinal
@@ -163,6 +173,53 @@ impl Gpu {
         self.ctx.check_err().map_err(cuda_err("copy_to_device"))
     }
 
+    /// Enqueues an asynchronous copy of `src[range]` into
+    /// `dst[dst_offset .. dst_offset + range.len()]` on this stream, without
+    /// recording an event and *without* cudarc's tracking of `src`: the
+    /// caller must keep those bytes unmodified and allocated until an event
+    /// recorded after this call has completed (see `StagingRing`).
+    pub(crate) fn enqueue_htod_range(
+        &self,
+        src: &PinnedBuffer,
+        range: std::ops::Range<usize>,
+        dst: &mut DeviceBuffer,
+        dst_offset: usize,
+    ) -> Result<(), BridgeError> {
+        let len = range.end.saturating_sub(range.start);
+        if range.start > range.end || range.end > src.len() {
+            return Err(BridgeError::InvalidArgument(format!(
+                "copy range {range:?} is outside the {}-byte pinned buffer",
+                src.len()
+            )));
+        }
+        if dst_offset.checked_add(len).is_none_or(|end| end > dst.len()) {
+            return Err(BridgeError::InvalidArgument(format!(
+                "copy of {len} bytes at offset {dst_offset} does not fit the {}-byte device buffer",
+                dst.len()
+            )));
+        }
+        self.check_pinned(src)?;
+        self.check_device(dst)?;
+        if len == 0 {
+            return Ok(());
+        }
+        if let (Some(s), Some(d)) = (&src.inner, &mut dst.inner) {
+            // `as_slice` waits on the buffer's own cudarc event, which only
+            // `copy_to_device`/`copy_to_host` record; a plain `&[u8]` source
+            // is then copied without further tracking (see the doc above).
+            let bytes = s.as_slice().map_err(cuda_err("waiting for copies of pinned buffer"))?;
+            let mut view = d.slice_mut(dst_offset..dst_offset + len);
+            self.stream.memcpy_htod(&bytes[range], &mut view).map_err(cuda_err("cuMemcpyHtoDAsync"))?;
+        }
+        self.ctx.check_err().map_err(cuda_err("copy_to_device"))
+    }
+
+    /// Records an event on this stream that completes once all work issued
+    /// so far on it has finished.
+    pub(crate) fn record_event(&self) -> Result<CopyEvent, BridgeError> {
+        self.record()
+    }
+
     /// Enqueues an asynchronous copy of all of `src` into the first
     /// `src.len()` bytes of `dst` on this `Gpu`'s stream and returns an event
     /// that completes with it. Returns before the copy has run.
@@ -215,7 +272,7 @@ impl Gpu {
 
     fn record(&self) -> Result<CopyEvent, BridgeError> {
         let event = self.stream.record_event(None).map_err(cuda_err("recording event"))?;
-        Ok(CopyEvent { event })
+        Ok(CopyEvent { event: Arc::new(event) })
     }
 
     /// Records an event with timing enabled (for bandwidth measurements).
@@ -226,10 +283,12 @@ impl Gpu {
 
 /// Completion marker of an enqueued copy (a CUDA event recorded right after
 /// it on the stream).
-#[derive(Debug)]
+///
+/// Clones share the same event.
+#[derive(Debug, Clone)]
 #[must_use = "a copy is asynchronous; wait with `synchronize()` or poll `is_complete()`"]
 pub struct CopyEvent {
-    event: CudaEvent,
+    event: Arc<CudaEvent>,
 }
 
 impl CopyEvent {

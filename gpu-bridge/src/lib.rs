@@ -15,13 +15,21 @@
 //!   the stream, each returning a [`CopyEvent`] to wait on or poll.
 //! - [`probe_bandwidth`]: pinned HtoD bandwidth in GB/s.
 //! - [`check_driver`], [`driver_version`], [`device_count`].
+//! - [`StagingRing`]: `k` pinned staging buffers, each guarded by the event
+//!   of its last copy (back-pressure).
+//! - [`LookupPipeline`]: match, gather into pinned memory and copy to the
+//!   device asynchronously, one [`BatchHandle`] per batch.
 
 mod driver;
 mod error;
 mod gpu;
+mod pipeline;
 mod probe;
+mod staging;
 
 pub use driver::{check_driver, device_count, driver_version};
 pub use error::BridgeError;
 pub use gpu::{CopyEvent, DeviceBuffer, Gpu, PinnedBuffer};
+pub use pipeline::{BatchHandle, LookupPipeline, PipelineConfig};
 pub use probe::probe_bandwidth;
+pub use staging::{StagingRing, StagingSlot};

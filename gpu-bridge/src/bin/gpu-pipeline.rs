@@ -1,0 +1,361 @@
+//! `gpu-pipeline`: throughput and latency of getting matched rows onto the GPU.
+//!
+//! Builds synthetic f16 tables (bigram f-grams, rows in DRAM: the file is in
+//! the page cache, mapped, and every row is touched once before measuring)
+//! at d = 1024 and d = 2048, then for batches of
+//! 1024, 4096 and 16384 positions reports, in one run:
+//!
+//! - `host`: match + gather into pinned memory only (no copy): the CPU side;
+//! - `ceiling`: raw pinned HtoD copies of the same bytes per batch (GB/s from
+//!   back-to-back copies timed with CUDA events; latency of one synchronous
+//!   copy);
+//! - `serial`: match, gather, copy, wait, one batch after the other;
+//! - `pipelined`: `LookupPipeline::submit` back to back (ring of 3, cached
+//!   pinned memory), batch i+1 gathered while batch i is copied;
+//! - `pipelined-wc`: the same with write-combined staging memory.
+//!
+//! Usage: `gpu-pipeline [--rows N] [--seconds S] [--dir DIR] [--host-only] [--resident-rows]`.
+//! `--rows N` (default 500000): rows of the d = 1024 table; the d = 2048 table
+//! gets N / 2 (both 1.0 GB of f16 rows by default). `--seconds` (default 0.5):
+//! time per mode and configuration. `--resident-rows`: open the tables with
+//! `OpenOptions::resident_rows` (rows copied into anonymous memory with
+//! transparent huge pages: fewer TLB misses in the gather). `--host-only`: no GPU needed (only the
+//! `host` rows). Without a GPU the binary says so and exits 0.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use engine::{gather, BuildConfig, Dtype, GatherOptions, OpenOptions, SuffixMatcher, Table, TableBuilder, MISS_SLOT};
+use gpu_bridge::{probe_bandwidth, BridgeError, Gpu, LookupPipeline, PipelineConfig};
+
+/// Vocabulary: f-gram (a, b) is row a * VOCAB + b.
+const VOCAB: u32 = 1024;
+const BATCHES: [usize; 3] = [1024, 4096, 16384];
+/// Distinct token batches cycled per configuration.
+const POOL: usize = 16;
+const MIN_BATCHES: usize = 50;
+
+struct Args {
+    rows: usize,
+    seconds: f64,
+    dir: Option<String>,
+    host_only: bool,
+    resident_rows: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args { rows: 500_000, seconds: 0.5, dir: None, host_only: false, resident_rows: false };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--rows" => a.rows = value()?.parse().map_err(|e| format!("--rows: {e}"))?,
+            "--seconds" => a.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?,
+            "--dir" => a.dir = Some(value()?),
+            "--host-only" => a.host_only = true,
+            "--resident-rows" => a.resident_rows = true,
+            _ => return Err(format!("unknown argument {flag}")),
+        }
+    }
+    if a.rows < 2 * VOCAB as usize || a.rows > (VOCAB as usize) * (VOCAB as usize) {
+        return Err(format!("--rows must be in {}..={}", 2 * VOCAB, VOCAB * VOCAB));
+    }
+    Ok(a)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}\nusage: gpu-pipeline [--rows N] [--seconds S] [--dir DIR] [--host-only] [--resident-rows]");
+            return ExitCode::from(2);
+        }
+    };
+    let gpu = if args.host_only {
+        None
+    } else {
+        match Gpu::open(0) {
+            Ok(g) => Some(g),
+            Err(e @ (BridgeError::NoDriver(_) | BridgeError::NoDevice { .. })) => {
+                println!(
+                    "no GPU available: {e}\n(nothing to measure; this is not an error; --host-only runs the CPU side)"
+                );
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    match run(&args, gpu.as_ref()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Rows of the synthetic table: f-gram (r / VOCAB, r % VOCAB) at slot r.
+fn build(path: &Path, dim: usize, rows: usize, resident_rows: bool) -> Result<Table, String> {
+    let mut cfg = BuildConfig::new(dim as u32, Dtype::F16, 2, VOCAB);
+    cfg.overwrite = true;
+    let mut b = TableBuilder::create(path, cfg).map_err(|e| e.to_string())?;
+    let mut row = vec![0f32; dim];
+    for r in 0..rows {
+        for (c, v) in row.iter_mut().enumerate() {
+            *v = ((r * 7 + c) % 97) as f32 / 97.0;
+        }
+        let g = [(r / VOCAB as usize) as u32, (r % VOCAB as usize) as u32];
+        b.push(&g, &row, None).map_err(|e| e.to_string())?;
+    }
+    b.finish().map_err(|e| e.to_string())?;
+    let opts = OpenOptions { resident_rows, ..OpenOptions::default() };
+    let table = Table::open_with(path, opts).map_err(|e| e.to_string())?;
+    // Fault every row page into the mapping once, so that the measurements
+    // see rows in DRAM (page cache), not first-touch page faults.
+    let chunk = 4096;
+    let mut scratch = vec![0u8; chunk * dim * 2];
+    let all: Vec<u32> = (0..rows as u32).collect();
+    for slots in all.chunks(chunk) {
+        let out = &mut scratch[..slots.len() * dim * 2];
+        gather(&table, slots, GatherOptions { dtype: Dtype::F16, max_threads: 0 }, out).map_err(|e| e.to_string())?;
+    }
+    Ok(table)
+}
+
+/// Token batches: tokens uniform below rows / VOCAB (every bigram of two such
+/// tokens is a row, spread over the whole table), 5% VOCAB - 1 (misses).
+fn token_pool(rows: usize, positions: usize, seed: u64) -> Vec<Vec<u32>> {
+    let a = (rows / VOCAB as usize) as u64;
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..POOL)
+        .map(|_| (0..positions).map(|_| if next() % 20 == 0 { VOCAB - 1 } else { (next() % a) as u32 }).collect())
+        .collect()
+}
+
+struct Stats {
+    mode: &'static str,
+    batches: usize,
+    secs: f64,
+    positions: usize,
+    bytes: usize,
+    lat_ms: Vec<f64>,
+    hit_rate: Option<f64>,
+}
+
+impl Stats {
+    fn print(&mut self, dim: usize, batch: usize) {
+        self.lat_ms.sort_by(f64::total_cmp);
+        let q = |p: f64| {
+            if self.lat_ms.is_empty() {
+                f64::NAN
+            } else {
+                self.lat_ms[((self.lat_ms.len() - 1) as f64 * p).round() as usize]
+            }
+        };
+        let hits = self.hit_rate.map_or(String::new(), |h| format!("  hits {:.1}%", h * 100.0));
+        println!(
+            "{dim:>5} {batch:>6}  {:<13} {:>6}  {:>9.2}  {:>7.2}  {:>8.3}  {:>8.3}{hits}",
+            self.mode,
+            self.batches,
+            self.positions as f64 / self.secs / 1e6,
+            self.bytes as f64 / self.secs / 1e9,
+            q(0.5),
+            q(0.99),
+        );
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn run(args: &Args, gpu: Option<&Gpu>) -> Result<(), String> {
+    let err = |e: BridgeError| e.to_string();
+    let dir = match &args.dir {
+        Some(d) => tempfile::tempdir_in(d),
+        None => tempfile::tempdir(),
+    }
+    .map_err(|e| format!("temporary directory: {e}"))?;
+    if let Some(g) = gpu {
+        println!("device: {} ({:.1} GiB)", g.device_name(), g.total_memory() as f64 / (1u64 << 30) as f64);
+    }
+    println!("host: {} cores (gather uses all); tables: f16, n_max 2, in {}", rayon_threads(), dir.path().display());
+    let budget = Duration::from_secs_f64(args.seconds);
+    for (dim, rows) in [(1024usize, args.rows), (2048, args.rows / 2)] {
+        let t = Instant::now();
+        let table = build(&dir.path().join(format!("d{dim}.scone")), dim, rows, args.resident_rows)?;
+        let row_bytes = dim * 2;
+        println!(
+            "\ntable d={dim}: {rows} rows, {:.2} GB of rows, built in {:.1} s",
+            (rows * row_bytes) as f64 / 1e9,
+            t.elapsed().as_secs_f64()
+        );
+        println!(
+            "{:>5} {:>6}  {:<13} {:>6}  {:>9}  {:>7}  {:>8}  {:>8}",
+            "dim", "batch", "mode", "n", "Mrows/s", "GB/s", "p50 ms", "p99 ms"
+        );
+        for &batch in &BATCHES {
+            let pool = token_pool(rows, batch, (dim * batch) as u64);
+            let bytes = batch * (row_bytes + 1);
+            host_only(&table, &pool, gpu, budget)?.print(dim, batch);
+            let Some(gpu) = gpu else { continue };
+            // (a) ceiling
+            let gbps = probe_bandwidth(gpu, bytes, 20).map_err(err)?;
+            let src = gpu.alloc_pinned(bytes).map_err(err)?;
+            let mut dst = gpu.alloc_device(bytes).map_err(err)?;
+            let mut lat = Vec::new();
+            let start = Instant::now();
+            while lat.len() < MIN_BATCHES || start.elapsed() < budget / 2 {
+                let t = Instant::now();
+                gpu.copy_to_device(&src, &mut dst).map_err(err)?.synchronize().map_err(err)?;
+                lat.push(ms(t.elapsed()));
+            }
+            let secs = bytes as f64 / (gbps * 1e9);
+            Stats { mode: "ceiling", batches: 20, secs, positions: batch, bytes, lat_ms: lat, hit_rate: None }
+                .print(dim, batch);
+            // (b) serial, (c) pipelined
+            serial(&table, gpu, &pool, budget)?.print(dim, batch);
+            pipelined(&table, gpu, &pool, budget, false)?.print(dim, batch);
+            pipelined(&table, gpu, &pool, budget, true)?.print(dim, batch);
+        }
+    }
+    Ok(())
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Match + gather into pinned memory (or a Vec without a GPU), no copy.
+fn host_only(table: &Table, pool: &[Vec<u32>], gpu: Option<&Gpu>, budget: Duration) -> Result<Stats, String> {
+    let batch = pool[0].len();
+    let row_bytes = table.dim() * 2;
+    let mut pinned = match gpu {
+        Some(g) => Some(g.alloc_pinned(batch * row_bytes).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let mut vec = vec![0u8; if pinned.is_some() { 0 } else { batch * row_bytes }];
+    let out: &mut [u8] = match &mut pinned {
+        Some(p) => p.as_mut_slice().map_err(|e| e.to_string())?,
+        None => &mut vec,
+    };
+    let matcher = SuffixMatcher::new(table);
+    let (mut hits, mut slots) = (Vec::with_capacity(batch), Vec::with_capacity(batch));
+    let mut mask = vec![0u8; batch];
+    let mut lat = Vec::new();
+    let (mut n_hits, mut n_pos) = (0usize, 0usize);
+    let mut run_one = |tokens: &[u32], lat: Option<&mut Vec<f64>>| -> Result<(), String> {
+        let t = Instant::now();
+        hits.clear();
+        matcher.match_into(tokens, 0, &mut hits);
+        slots.clear();
+        slots.extend(hits.iter().map(|h| h.slot().unwrap_or(MISS_SLOT)));
+        gather(table, &slots, GatherOptions { dtype: Dtype::F16, max_threads: 0 }, out).map_err(|e| e.to_string())?;
+        for (m, h) in mask.iter_mut().zip(&hits) {
+            *m = u8::from(h.is_hit());
+        }
+        if let Some(lat) = lat {
+            lat.push(ms(t.elapsed()));
+            n_hits += hits.iter().filter(|h| h.is_hit()).count();
+            n_pos += hits.len();
+        }
+        Ok(())
+    };
+    for tokens in pool.iter().take(3) {
+        run_one(tokens, None)?;
+    }
+    let start = Instant::now();
+    let mut i = 0;
+    while i < MIN_BATCHES || start.elapsed() < budget {
+        run_one(&pool[i % POOL], Some(&mut lat))?;
+        i += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(Stats {
+        mode: "host",
+        batches: i,
+        secs,
+        positions: i * batch,
+        bytes: i * batch * (row_bytes + 1),
+        lat_ms: lat,
+        hit_rate: Some(n_hits as f64 / n_pos.max(1) as f64),
+    })
+}
+
+/// Submit and wait, one batch at a time.
+fn serial(table: &Table, gpu: &Gpu, pool: &[Vec<u32>], budget: Duration) -> Result<Stats, String> {
+    let err = |e: BridgeError| e.to_string();
+    let batch = pool[0].len();
+    let mut pipe = LookupPipeline::new(table, gpu, PipelineConfig::new(batch)).map_err(err)?;
+    for tokens in pool.iter().take(3) {
+        let h = pipe.submit(tokens).map_err(err)?;
+        h.wait().map_err(err)?;
+        pipe.recycle(h);
+    }
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    let mut i = 0;
+    while i < MIN_BATCHES || start.elapsed() < budget {
+        let t = Instant::now();
+        let h = pipe.submit(&pool[i % POOL]).map_err(err)?;
+        h.wait().map_err(err)?;
+        lat.push(ms(t.elapsed()));
+        pipe.recycle(h);
+        i += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let bytes = i * batch * (pipe.row_bytes() + 1);
+    Ok(Stats { mode: "serial", batches: i, secs, positions: i * batch, bytes, lat_ms: lat, hit_rate: None })
+}
+
+/// Submit back to back; completions are observed at the next submit (or at
+/// the final drain), so latencies are upper bounds by up to one batch time.
+fn pipelined(table: &Table, gpu: &Gpu, pool: &[Vec<u32>], budget: Duration, wc: bool) -> Result<Stats, String> {
+    let err = |e: BridgeError| e.to_string();
+    let batch = pool[0].len();
+    let cfg = PipelineConfig { write_combined: wc, ..PipelineConfig::new(batch) };
+    let mut pipe = LookupPipeline::new(table, gpu, cfg).map_err(err)?;
+    for tokens in pool.iter().take(3) {
+        let h = pipe.submit(tokens).map_err(err)?;
+        h.wait().map_err(err)?;
+        pipe.recycle(h);
+    }
+    let mut lat = Vec::new();
+    let mut in_flight = VecDeque::new();
+    let start = Instant::now();
+    let mut i = 0;
+    while i < MIN_BATCHES || start.elapsed() < budget {
+        let t = Instant::now();
+        let h = pipe.submit(&pool[i % POOL]).map_err(err)?;
+        in_flight.push_back((t, h));
+        while let Some((t0, h)) = in_flight.front() {
+            if !h.is_complete().map_err(err)? {
+                break;
+            }
+            lat.push(ms(t0.elapsed()));
+            let (_, h) = in_flight.pop_front().expect("front exists");
+            pipe.recycle(h);
+        }
+        i += 1;
+    }
+    for (t0, h) in in_flight {
+        h.wait().map_err(err)?;
+        lat.push(ms(t0.elapsed()));
+        pipe.recycle(h);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let bytes = i * batch * (pipe.row_bytes() + 1);
+    let mode = if wc { "pipelined-wc" } else { "pipelined" };
+    Ok(Stats { mode, batches: i, secs, positions: i * batch, bytes, lat_ms: lat, hit_rate: None })
+}
