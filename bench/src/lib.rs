@@ -4,6 +4,7 @@
 
 pub mod baseline;
 pub mod measure;
+pub mod nvme;
 pub mod report;
 pub mod synth;
 pub mod workload;

@@ -26,6 +26,31 @@ struct Cli {
 enum Cmd {
     /// Build, probe, match and gather on a synthetic Zipf(1.1) table.
     Core(CoreArgs),
+    /// Direct (O_DIRECT, io_uring) reads of 4 KiB rows against fio's random-read ceiling.
+    Nvme(NvmeArgs),
+}
+
+#[derive(clap::Args)]
+struct NvmeArgs {
+    /// Directory for the table (kept: a later run reuses it).
+    #[arg(long, default_value = "/tmp/scone-nvme")]
+    dir: PathBuf,
+    /// Table size in GiB (rows of 4 KiB, d = 2048 f16).
+    #[arg(long, default_value_t = 8.0)]
+    gib: f64,
+    #[arg(long, value_delimiter = ',', default_value = "1,32,128")]
+    queue_depths: Vec<u32>,
+    /// Seconds per measurement (ceiling and each workload).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    #[arg(long, default_value_t = 4096)]
+    batch: usize,
+    /// Hot prefix for the Zipf workload, as a fraction of the rows.
+    #[arg(long, default_value_t = 0.1)]
+    hot_fraction: f64,
+    /// uring-ceiling binary, used when fio is missing.
+    #[arg(long, default_value = "/tmp/uring-ceiling/release/uring-ceiling")]
+    uring_ceiling: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -64,7 +89,65 @@ struct CoreArgs {
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Core(a) => core(a),
+        Cmd::Nvme(a) => nvme(a),
     }
+}
+
+fn nvme(a: NvmeArgs) -> Result<()> {
+    use scone_bench::nvme::{self as n, CeilingTool};
+    let t0 = Instant::now();
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
+    let rows = (a.gib * (1u64 << 30) as f64 / 4096.0) as u64;
+    ensure!(rows >= 1000 && rows < u32::MAX as u64, "--gib gives {rows} rows");
+    let path = a.dir.join(format!("nvme-{rows}x{}.scone", n::DIM));
+    let tool = CeilingTool::detect(&a.uring_ceiling)?;
+    let (table, reused) = n::table(&path, rows, &|m| log(t0, m))?;
+    let file_bytes = table.file_len();
+    let stride = table.header().row_stride;
+    ensure!(stride == 4096, "row stride is {stride}, expected 4096");
+    let hot_bytes = ((rows as f64 * a.hot_fraction) as u64) * stride;
+    log(t0, "drawing batches");
+    let uniform = n::uniform_batches(rows, a.batch, 256, 1);
+    let zipf = n::zipf_batches(rows, synth::ZIPF_S, a.batch, 256, 2);
+    let mut dropped = true;
+    let mut ceilings = Vec::new();
+    let mut figs = Vec::new();
+    for &qd in &a.queue_depths {
+        dropped &= n::drop_caches();
+        log(
+            t0,
+            &format!("QD {qd}: ceiling ({})", if matches!(tool, CeilingTool::Fio) { "fio" } else { "uring-ceiling" }),
+        );
+        ceilings.push(tool.iops(&path, qd, a.seconds)?);
+        let secs = a.seconds as f64;
+        dropped &= n::drop_caches();
+        log(t0, &format!("QD {qd}: uniform"));
+        figs.push(n::measure("uniform", qd, &n::reader(&table, qd, 0)?, &uniform, secs)?);
+        log(t0, &format!("QD {qd}: zipf, no cache"));
+        figs.push(n::measure("zipf, no cache", qd, &n::reader(&table, qd, 0)?, &zipf, secs)?);
+        dropped &= n::drop_caches();
+        let r = n::reader(&table, qd, hot_bytes)?;
+        log(t0, &format!("QD {qd}: zipf, hot prefix of {} rows ({} MiB)", r.hot_rows(), r.hot_bytes() >> 20));
+        figs.push(n::measure("zipf, 10 % hot prefix", qd, &r, &zipf, secs)?);
+        drop(r);
+        figs.push(n::measure("uniform, 10 % hot prefix", qd, &n::reader(&table, qd, hot_bytes)?, &uniform, secs)?);
+    }
+    let (cpu, cores) = machine();
+    println!(
+        "scone-bench nvme, {}: {cpu} ({cores} logical cores); table {} ({:.2} GiB, {rows} rows of 4 KiB, {}); \
+         batches of {} slots, {} s per figure; ceiling: {}; page cache {}; rows/s counts batch positions, \
+         storage reads/s the unique rows read from the device (its ratio to the ceiling is the IOPS goal).\n",
+        utc_date(),
+        path.display(),
+        file_bytes as f64 / (1u64 << 30) as f64,
+        if reused { "reused" } else { "built by this run" },
+        a.batch,
+        a.seconds,
+        tool.name(),
+        if dropped { "dropped before each measurement" } else { "not dropped (not permitted): O_DIRECT bypasses it" },
+    );
+    print!("{}", n::markdown(&figs, &a.queue_depths, &ceilings, 0.9, 3.0));
+    Ok(())
 }
 
 /// Progress on stderr, so stdout holds only the report.

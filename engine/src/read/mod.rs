@@ -5,12 +5,14 @@
 
 pub mod backend;
 pub mod faulty;
+mod hot;
+mod ticket;
 pub mod uring;
 
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use memmap2::{MmapMut, MmapOptions};
 
@@ -21,6 +23,9 @@ use crate::table::{OpenOptions, Table};
 
 pub use backend::{open_file, Backend, BatchError, PreadBackend, ReadReq};
 pub use faulty::FaultyBackend;
+use hot::HotPrefix;
+pub use ticket::Ticket;
+use ticket::TicketPool;
 pub use uring::{UringBackend, MAX_QUEUE_DEPTH};
 
 /// Alignment of offsets, lengths and buffer addresses for `O_DIRECT` reads.
@@ -64,6 +69,14 @@ pub struct ReaderOptions {
     /// Size of the aligned bounce buffer: a batch's reads go out in groups of at
     /// most this many bytes. Default 8 MiB (never less than [`MAX_SPAN`]).
     pub bounce_bytes: usize,
+    /// Hot prefix (`Direct` only; other modes ignore it): at open, the first
+    /// `floor(hot_bytes / row_stride)` rows (the hottest, as the builder lays rows
+    /// out by descending count) are read once into huge-page anonymous memory and
+    /// served from there; only the other rows are read from storage. Default 0 (off).
+    pub hot_bytes: u64,
+    /// Background workers serving [`RowReader::prefetch`] tickets (started on the
+    /// first prefetch; at least 1). Default 4.
+    pub prefetch_workers: usize,
     /// Tests only: make io_uring setup fail as on a kernel without it.
     #[doc(hidden)]
     pub simulate_uring_setup_failure: bool,
@@ -71,7 +84,13 @@ pub struct ReaderOptions {
 
 impl Default for ReaderOptions {
     fn default() -> Self {
-        ReaderOptions { o_direct: true, bounce_bytes: 8 << 20, simulate_uring_setup_failure: false }
+        ReaderOptions {
+            o_direct: true,
+            bounce_bytes: 8 << 20,
+            hot_bytes: 0,
+            prefetch_workers: 4,
+            simulate_uring_setup_failure: false,
+        }
     }
 }
 
@@ -92,6 +111,36 @@ pub struct ReadStats {
     pub bytes_read: u64,
     /// Reads submitted to the backend after coalescing (`Direct` only).
     pub reads_submitted: usize,
+    /// Batch positions (misses excluded, duplicates counted) served from DRAM:
+    /// the hot prefix for `Direct`, every one for `Resident`, none for `Mmap`.
+    pub hot_hits: usize,
+    /// Batch positions (misses excluded, duplicates counted) served from
+    /// storage: `Direct` rows beyond the hot prefix, every one for `Mmap`.
+    pub cold_rows: usize,
+}
+
+impl ReadStats {
+    /// `hot_hits / (hot_hits + cold_rows)`; 0 when the batch held only misses.
+    pub fn hit_ratio(&self) -> f64 {
+        let n = self.hot_hits + self.cold_rows;
+        if n == 0 {
+            0.0
+        } else {
+            self.hot_hits as f64 / n as f64
+        }
+    }
+
+    /// Adds another call's counts to these (totals over many batches).
+    pub fn add(&mut self, o: &ReadStats) {
+        self.rows_requested += o.rows_requested;
+        self.misses += o.misses;
+        self.unique_rows += o.unique_rows;
+        self.rows_read += o.rows_read;
+        self.bytes_read += o.bytes_read;
+        self.reads_submitted += o.reads_submitted;
+        self.hot_hits += o.hot_hits;
+        self.cold_rows += o.cold_rows;
+    }
 }
 
 /// Reading rows failed.
@@ -119,24 +168,34 @@ pub enum ReadError {
     BufferSize { got: usize, need: usize, rows: usize, row_bytes: usize },
 }
 
-/// The direct mode's state.
+/// The direct mode's state; shared (`Arc`) with the prefetch workers, so it
+/// holds what it needs of the table by value.
 struct Direct {
     backend: Box<dyn Backend>,
     o_direct: bool,
+    path: PathBuf,
+    rows: u64,
+    row_bytes: usize,
     rows_offset: u64,
     stride: u64,
-    bounce: Mutex<Option<MmapMut>>,
+    /// Idle bounce buffers: a call takes one (or maps a new one) and puts it back,
+    /// so concurrent calls (prefetch workers) do not wait on each other's copies.
+    bounces: Mutex<Vec<MmapMut>>,
     bounce_bytes: usize,
+    hot: Option<HotPrefix>,
 }
 
 /// Reads rows of a table in one of the [`ReadMode`]s. `Sync`: calls from several
-/// threads are allowed (a direct reader serializes them on its bounce buffer).
+/// threads are allowed (a direct reader's backend serializes their reads when
+/// it has one ring).
 pub struct RowReader<'t> {
     table: &'t Table,
     mode: ReadMode,
     /// The table reopened with resident rows (Resident mode, when `table` is not).
     resident: Option<Table>,
-    direct: Option<Direct>,
+    direct: Option<Arc<Direct>>,
+    prefetch_workers: usize,
+    pool: OnceLock<TicketPool>,
 }
 
 impl<'t> RowReader<'t> {
@@ -145,7 +204,14 @@ impl<'t> RowReader<'t> {
     }
 
     pub fn open_with(table: &'t Table, mode: ReadMode, opts: ReaderOptions) -> Result<RowReader<'t>, ReadError> {
-        let mut r = RowReader { table, mode, resident: None, direct: None };
+        let mut r = RowReader {
+            table,
+            mode,
+            resident: None,
+            direct: None,
+            prefetch_workers: opts.prefetch_workers.max(1),
+            pool: OnceLock::new(),
+        };
         match mode {
             ReadMode::Mmap => {}
             ReadMode::Resident => {
@@ -185,7 +251,9 @@ impl<'t> RowReader<'t> {
                         }
                     }
                 };
-                r.direct = Some(Direct::new(table, b, o_direct, opts));
+                let mut d = Direct::new(table, b, o_direct, opts);
+                d.hot = HotPrefix::load(&d, opts.hot_bytes)?;
+                r.direct = Some(Arc::new(d));
             }
         }
         Ok(r)
@@ -194,10 +262,33 @@ impl<'t> RowReader<'t> {
     /// A direct reader over a backend of the caller's (fault injection, other
     /// storage). Offsets are the table file's. [`mode`](Self::mode) reports
     /// `Direct { backend: Auto, queue_depth: 0 }` for such a reader.
+    /// `opts.hot_bytes` is ignored (see [`try_with_backend`](Self::try_with_backend)).
     pub fn with_backend(table: &'t Table, backend: Box<dyn Backend>, opts: ReaderOptions) -> RowReader<'t> {
+        let opts = ReaderOptions { hot_bytes: 0, ..opts };
+        match Self::try_with_backend(table, backend, opts) {
+            Ok(r) => r,
+            Err(_) => unreachable!("without a hot prefix nothing is read at open"),
+        }
+    }
+
+    /// [`with_backend`](Self::with_backend), loading a hot prefix of
+    /// `opts.hot_bytes` through `backend` (which may fail).
+    pub fn try_with_backend(
+        table: &'t Table,
+        backend: Box<dyn Backend>,
+        opts: ReaderOptions,
+    ) -> Result<RowReader<'t>, ReadError> {
         let mode = ReadMode::Direct { backend: BackendKind::Auto, queue_depth: 0 };
-        let direct = Some(Direct::new(table, backend, false, opts));
-        RowReader { table, mode, resident: None, direct }
+        let mut d = Direct::new(table, backend, false, opts);
+        d.hot = HotPrefix::load(&d, opts.hot_bytes)?;
+        Ok(RowReader {
+            table,
+            mode,
+            resident: None,
+            direct: Some(Arc::new(d)),
+            prefetch_workers: opts.prefetch_workers.max(1),
+            pool: OnceLock::new(),
+        })
     }
 
     pub fn mode(&self) -> ReadMode {
@@ -214,6 +305,16 @@ impl<'t> RowReader<'t> {
         self.direct.as_ref().is_some_and(|d| d.o_direct)
     }
 
+    /// Rows served from the hot prefix (slots `0..hot_rows()`); 0 without one.
+    pub fn hot_rows(&self) -> u64 {
+        self.direct.as_ref().and_then(|d| d.hot.as_ref()).map_or(0, |h| h.rows)
+    }
+
+    /// Bytes of memory the hot prefix holds.
+    pub fn hot_bytes(&self) -> usize {
+        self.direct.as_ref().and_then(|d| d.hot.as_ref()).map_or(0, |h| h.map.len())
+    }
+
     /// Bytes of one output row: `dim * dtype.size()` in the stored dtype.
     pub fn row_bytes(&self) -> usize {
         self.table.dim() * self.table.dtype().size()
@@ -224,21 +325,11 @@ impl<'t> RowReader<'t> {
     /// and so is every failed read (never a zero row in its place). On error
     /// nothing is promised of `out`.
     pub fn read_rows(&self, slots: &[u32], out: &mut [u8]) -> Result<ReadStats, ReadError> {
-        let row_bytes = self.row_bytes();
-        let need = slots.len() * row_bytes;
-        if out.len() != need {
-            return Err(ReadError::BufferSize { got: out.len(), need, rows: slots.len(), row_bytes });
-        }
-        let rows = self.table.rows();
-        if let Some((position, &slot)) = slots.iter().enumerate().find(|(_, &s)| s != MISS_SLOT && s as u64 >= rows) {
-            return Err(ReadError::SlotOutOfRange { position, slot, rows });
-        }
-        let misses = slots.iter().filter(|&&s| s == MISS_SLOT).count();
-        let mut stats = ReadStats { rows_requested: slots.len(), misses, ..ReadStats::default() };
         if let Some(d) = &self.direct {
-            d.read(self.table, slots, row_bytes, out, &mut stats)?;
-            return Ok(stats);
+            return d.read_rows(slots, out);
         }
+        let row_bytes = self.row_bytes();
+        let mut stats = validate(self.table.rows(), row_bytes, slots, out)?;
         let table = self.resident.as_ref().unwrap_or(self.table);
         let opts = GatherOptions { dtype: table.dtype(), max_threads: 0 };
         gather(table, slots, opts, out).map_err(|e| match e {
@@ -248,20 +339,57 @@ impl<'t> RowReader<'t> {
             }
         })?;
         let mut uniq: Vec<u32> = slots.iter().copied().filter(|&s| s != MISS_SLOT).collect();
+        let present = uniq.len();
         uniq.sort_unstable();
         uniq.dedup();
         stats.unique_rows = uniq.len();
         if self.mode == ReadMode::Mmap {
             stats.rows_read = uniq.len();
             stats.bytes_read = (uniq.len() * row_bytes) as u64;
+            stats.cold_rows = present;
+        } else {
+            stats.hot_hits = present;
         }
         Ok(stats)
     }
+
+    /// Starts reading `slots` and returns at once; [`Ticket::wait`] hands back the
+    /// rows (as [`read_rows`](Self::read_rows) would write them) and the stats.
+    /// A direct reader reads on a background worker (`prefetch_workers` of them,
+    /// so that many tickets read at once; more wait in line); `Mmap` and
+    /// `Resident` readers copy the rows before returning (they borrow the table
+    /// and are memory-speed). Errors come back through `wait`; a ticket dropped
+    /// unwaited is safe (its rows are read and discarded).
+    pub fn prefetch(&self, slots: Vec<u32>) -> Ticket {
+        match &self.direct {
+            Some(d) => {
+                let pool = self.pool.get_or_init(|| TicketPool::new(self.prefetch_workers));
+                pool.submit(Arc::clone(d), slots)
+            }
+            None => {
+                let mut out = vec![0u8; slots.len() * self.row_bytes()];
+                Ticket::ready(self.read_rows(&slots, &mut out).map(|st| (out, st)))
+            }
+        }
+    }
+}
+
+/// Checks the buffer size and slot range; returns the stats so far.
+fn validate(rows: u64, row_bytes: usize, slots: &[u32], out: &[u8]) -> Result<ReadStats, ReadError> {
+    let need = slots.len() * row_bytes;
+    if out.len() != need {
+        return Err(ReadError::BufferSize { got: out.len(), need, rows: slots.len(), row_bytes });
+    }
+    if let Some((position, &slot)) = slots.iter().enumerate().find(|(_, &s)| s != MISS_SLOT && s as u64 >= rows) {
+        return Err(ReadError::SlotOutOfRange { position, slot, rows });
+    }
+    let misses = slots.iter().filter(|&&s| s == MISS_SLOT).count();
+    Ok(ReadStats { rows_requested: slots.len(), misses, ..ReadStats::default() })
 }
 
 /// One coalesced read: the aligned file range `start..end`, of which
 /// `start..need_end` must be read (the tail may lie past the end of the file),
-/// holding the unique rows `runs[first..last]`.
+/// holding the cold unique rows `cold[first..last]`.
 struct Span {
     start: u64,
     end: u64,
@@ -285,22 +413,29 @@ impl Direct {
         Direct {
             backend,
             o_direct,
+            path: table.path().to_path_buf(),
+            rows: table.rows(),
+            row_bytes: table.dim() * table.dtype().size(),
             rows_offset,
             stride: table.header().row_stride,
-            bounce: Mutex::new(None),
+            bounces: Mutex::new(Vec::new()),
             bounce_bytes: opts.bounce_bytes.max(MAX_SPAN as usize),
+            hot: None,
         }
     }
 
-    fn read(
-        &self,
-        table: &Table,
-        slots: &[u32],
-        row_bytes: usize,
-        out: &mut [u8],
-        stats: &mut ReadStats,
-    ) -> Result<(), ReadError> {
-        let io_err = |offset, source| ReadError::Io { path: table.path().to_path_buf(), offset, source };
+    fn io_err(&self, offset: u64, source: io::Error) -> ReadError {
+        ReadError::Io { path: self.path.clone(), offset, source }
+    }
+
+    /// File offset of row `slot`.
+    fn offset(&self, slot: u32) -> u64 {
+        self.rows_offset + slot as u64 * self.stride
+    }
+
+    fn read_rows(&self, slots: &[u32], out: &mut [u8]) -> Result<ReadStats, ReadError> {
+        let row_bytes = self.row_bytes;
+        let mut stats = validate(self.rows, row_bytes, slots, out)?;
         // (slot, output position), sorted: equal slots form runs, runs are in file order.
         let mut order: Vec<(u32, u32)> = Vec::with_capacity(slots.len());
         for (i, &s) in slots.iter().enumerate() {
@@ -311,24 +446,45 @@ impl Direct {
             }
         }
         order.sort_unstable();
-        // runs[k] = index in `order` where the k-th unique slot starts.
-        let mut runs: Vec<usize> = Vec::new();
-        for (k, &(s, _)) in order.iter().enumerate() {
-            if k == 0 || order[k - 1].0 != s {
-                runs.push(k);
+        // Runs of equal slots as `order[a..b]`; hot ones are copied now, cold ones read below.
+        let hot_rows = self.hot.as_ref().map_or(0, |h| h.rows);
+        let mut cold: Vec<(usize, usize)> = Vec::new();
+        let mut a = 0;
+        while a < order.len() {
+            let s = order[a].0;
+            let mut b = a + 1;
+            while b < order.len() && order[b].0 == s {
+                b += 1;
             }
+            stats.unique_rows += 1;
+            match &self.hot {
+                Some(h) if (s as u64) < hot_rows => {
+                    let at = (self.offset(s) - h.base) as usize;
+                    let src = &h.map[at..at + row_bytes];
+                    for &(_, pos) in &order[a..b] {
+                        let p = pos as usize * row_bytes;
+                        out[p..p + row_bytes].copy_from_slice(src);
+                    }
+                    stats.hot_hits += b - a;
+                }
+                _ => {
+                    cold.push((a, b));
+                    stats.cold_rows += b - a;
+                }
+            }
+            a = b;
         }
         let file_len = self.backend.len();
         let mut spans: Vec<Span> = Vec::new();
-        for (u, &k) in runs.iter().enumerate() {
-            let off = self.rows_offset + order[k].0 as u64 * self.stride;
+        for (u, &(k, _)) in cold.iter().enumerate() {
+            let off = self.offset(order[k].0);
             let row_end = off + row_bytes as u64;
             if row_end > file_len {
                 let msg = format!(
                     "row {} needs bytes up to {row_end}; the file is {file_len} bytes (truncated after open?)",
                     order[k].0
                 );
-                return Err(io_err(off, io::Error::new(io::ErrorKind::UnexpectedEof, msg)));
+                return Err(self.io_err(off, io::Error::new(io::ErrorKind::UnexpectedEof, msg)));
             }
             let (a0, a1) = (align_down(off), align_up(row_end));
             match spans.last_mut() {
@@ -340,12 +496,32 @@ impl Direct {
                 _ => spans.push(Span { start: a0, end: a1, need_end: row_end, first: u, last: u + 1 }),
             }
         }
-        stats.unique_rows = runs.len();
-        stats.rows_read = runs.len();
+        stats.rows_read = cold.len();
         stats.reads_submitted = spans.len();
-        runs.push(order.len());
+        if spans.is_empty() {
+            return Ok(stats);
+        }
 
-        let mut bounce = self.bounce.lock().unwrap_or_else(|p| p.into_inner());
+        let mut bounce = self.bounces.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let res = self.read_spans(&spans, &order, &cold, &mut bounce, out, &mut stats);
+        if let Some(b) = bounce {
+            self.bounces.lock().unwrap_or_else(|p| p.into_inner()).push(b);
+        }
+        res.map(|()| stats)
+    }
+
+    /// Reads `spans` through the bounce buffer, group by group, and copies their
+    /// rows out.
+    fn read_spans(
+        &self,
+        spans: &[Span],
+        order: &[(u32, u32)],
+        cold: &[(usize, usize)],
+        bounce: &mut Option<MmapMut>,
+        out: &mut [u8],
+        stats: &mut ReadStats,
+    ) -> Result<(), ReadError> {
+        let row_bytes = self.row_bytes;
         let mut g0 = 0;
         while g0 < spans.len() {
             // A group of spans that fits the bounce buffer.
@@ -362,7 +538,7 @@ impl Direct {
                 *bounce = None;
                 let len = total.max(self.bounce_bytes as u64) as usize;
                 // Anonymous mappings are page-aligned: every span starts 4096-aligned.
-                let m = MmapOptions::new().len(len).map_anon().map_err(|e| io_err(group[0].start, e))?;
+                let m = MmapOptions::new().len(len).map_anon().map_err(|e| self.io_err(group[0].start, e))?;
                 *bounce = Some(m);
             }
             let buf: &mut [u8] = bounce.as_mut().map_or(&mut [], |b| &mut b[..]);
@@ -373,11 +549,12 @@ impl Direct {
                 reqs.push(ReadReq::new(sp.start, head, (sp.need_end - sp.start) as usize));
                 rest = tail;
             }
-            self.backend.read_batch(&mut reqs).map_err(|e| io_err(e.offset, e.source))?;
+            self.backend.read_batch(&mut reqs).map_err(|e| self.io_err(e.offset, e.source))?;
             for r in &reqs {
                 if r.filled < r.need {
                     let msg = format!("backend returned {} of {} bytes", r.filled, r.need);
-                    return Err(io_err(r.offset + r.filled as u64, io::Error::new(io::ErrorKind::UnexpectedEof, msg)));
+                    let e = io::Error::new(io::ErrorKind::UnexpectedEof, msg);
+                    return Err(self.io_err(r.offset + r.filled as u64, e));
                 }
                 stats.bytes_read += r.filled as u64;
             }
@@ -385,11 +562,10 @@ impl Direct {
             let buf: &[u8] = bounce.as_ref().map_or(&[], |b| &b[..]);
             let mut base = 0usize;
             for sp in group {
-                for u in sp.first..sp.last {
-                    let slot = order[runs[u]].0;
-                    let at = base + (self.rows_offset + slot as u64 * self.stride - sp.start) as usize;
+                for &(a, b) in &cold[sp.first..sp.last] {
+                    let at = base + (self.offset(order[a].0) - sp.start) as usize;
                     let src = &buf[at..at + row_bytes];
-                    for &(_, pos) in &order[runs[u]..runs[u + 1]] {
+                    for &(_, pos) in &order[a..b] {
                         let p = pos as usize * row_bytes;
                         out[p..p + row_bytes].copy_from_slice(src);
                     }

@@ -1,0 +1,289 @@
+//! `scone-bench nvme`: direct reads of a table of 4 KiB rows against the
+//! device's random-read ceiling (fio, or uring-ceiling where fio is missing).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use engine::read::{BackendKind, ReadMode, ReadStats, ReaderOptions, RowReader};
+use engine::Table;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::synth::{self, Spec};
+use crate::zipf::RankSampler;
+
+/// d = 2048 f16: 4096-byte rows, one page each.
+pub const DIM: usize = 2048;
+
+/// Which tool gave the ceiling.
+#[derive(Clone, Debug)]
+pub enum CeilingTool {
+    Fio,
+    UringCeiling(PathBuf),
+}
+
+impl CeilingTool {
+    /// fio when `fio --version` runs, else the uring-ceiling binary at `fallback`.
+    pub fn detect(fallback: &Path) -> Result<CeilingTool> {
+        if Command::new("fio").arg("--version").output().is_ok_and(|o| o.status.success()) {
+            return Ok(CeilingTool::Fio);
+        }
+        if fallback.is_file() {
+            return Ok(CeilingTool::UringCeiling(fallback.to_path_buf()));
+        }
+        bail!("neither fio nor {} is available (see /work/shared/tools/uring-ceiling/README.md)", fallback.display())
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            CeilingTool::Fio => {
+                let v = Command::new("fio").arg("--version").output().map(|o| o.stdout).unwrap_or_default();
+                let v = String::from_utf8_lossy(&v).trim().to_string();
+                format!("{v} (ioengine=io_uring, direct=1, rw=randread, bs=4k)")
+            }
+            CeilingTool::UringCeiling(p) => format!("uring-ceiling ({})", p.display()),
+        }
+    }
+
+    /// Random 4 KiB O_DIRECT reads of `file` at `qd` for `seconds`: IOPS.
+    pub fn iops(&self, file: &Path, qd: u32, seconds: u64) -> Result<f64> {
+        match self {
+            CeilingTool::Fio => {
+                let out = Command::new("fio")
+                    .args(["--name=ceiling", "--rw=randread", "--bs=4k", "--direct=1", "--ioengine=io_uring"])
+                    .arg(format!("--filename={}", file.display()))
+                    .arg(format!("--iodepth={qd}"))
+                    .arg(format!("--runtime={seconds}"))
+                    .args(["--time_based", "--readonly", "--numjobs=1", "--output-format=json"])
+                    .output()
+                    .context("running fio")?;
+                if !out.status.success() {
+                    bail!("fio failed: {}", String::from_utf8_lossy(&out.stderr));
+                }
+                parse_fio_iops(&String::from_utf8_lossy(&out.stdout))
+            }
+            CeilingTool::UringCeiling(bin) => {
+                let out = Command::new(bin)
+                    .arg(file)
+                    .args(["4096", &qd.to_string(), &seconds.to_string()])
+                    .output()
+                    .context("running uring-ceiling")?;
+                if !out.status.success() {
+                    bail!("uring-ceiling failed: {}", String::from_utf8_lossy(&out.stderr));
+                }
+                parse_uring_ceiling_iops(&String::from_utf8_lossy(&out.stdout))
+            }
+        }
+    }
+}
+
+/// Read IOPS summed over the jobs of fio's JSON output (text before the JSON,
+/// such as warnings, is skipped).
+pub fn parse_fio_iops(out: &str) -> Result<f64> {
+    let start = out.find('{').context("no JSON in fio output")?;
+    let v: serde_json::Value = serde_json::from_str(&out[start..]).context("parsing fio JSON")?;
+    let jobs = v["jobs"].as_array().context("fio JSON has no jobs")?;
+    Ok(jobs.iter().filter_map(|j| j["read"]["iops"].as_f64()).sum())
+}
+
+/// The number after "iops" (any case, `=` or `:` or space) in uring-ceiling's output.
+pub fn parse_uring_ceiling_iops(out: &str) -> Result<f64> {
+    let lower = out.to_lowercase();
+    let at = lower.find("iops").context("no IOPS in uring-ceiling output")?;
+    let num: String = lower[at + 4..]
+        .trim_start_matches(|c: char| c == '=' || c == ':' || c.is_whitespace())
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    num.parse().with_context(|| format!("no number after IOPS in {out:?}"))
+}
+
+/// The `p`-quantile (0..=1) of sorted values, nearest rank.
+pub fn quantile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+/// One measured workload.
+#[derive(Clone, Debug)]
+pub struct Figure {
+    pub workload: String,
+    pub qd: u32,
+    pub rows_per_s: f64,
+    pub gb_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub hit_ratio: f64,
+    /// Rows read from storage per second (unique rows not in the hot prefix).
+    pub storage_rows_per_s: f64,
+    pub batches: usize,
+}
+
+/// Reads pre-drawn batches round-robin for `seconds` through `reader`.
+pub fn measure(name: &str, qd: u32, reader: &RowReader<'_>, batches: &[Vec<u32>], seconds: f64) -> Result<Figure> {
+    let rb = reader.row_bytes();
+    let mut out = vec![0u8; batches[0].len() * rb];
+    let mut lat = Vec::new();
+    let mut total = ReadStats::default();
+    // One untimed batch (ring and bounce buffer set up).
+    reader.read_rows(&batches[0], &mut out)?;
+    let t0 = Instant::now();
+    let deadline = Duration::from_secs_f64(seconds);
+    let mut i = 1;
+    while t0.elapsed() < deadline {
+        let b = &batches[i % batches.len()];
+        let t = Instant::now();
+        let st = reader.read_rows(b, &mut out)?;
+        lat.push(t.elapsed().as_secs_f64());
+        total.add(&st);
+        i += 1;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    std::hint::black_box(&out);
+    lat.sort_by(f64::total_cmp);
+    Ok(Figure {
+        workload: name.to_string(),
+        qd,
+        rows_per_s: total.rows_requested as f64 / secs,
+        gb_per_s: (total.rows_requested * rb) as f64 / secs / 1e9,
+        p50_ms: quantile(&lat, 0.5) * 1e3,
+        p99_ms: quantile(&lat, 0.99) * 1e3,
+        hit_ratio: total.hit_ratio(),
+        storage_rows_per_s: total.rows_read as f64 / secs,
+        batches: lat.len(),
+    })
+}
+
+/// `count` batches of `batch` uniform slots in `0..rows`.
+pub fn uniform_batches(rows: u64, batch: usize, count: usize, seed: u64) -> Vec<Vec<u32>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..count).map(|_| (0..batch).map(|_| rng.gen_range(0..rows) as u32).collect()).collect()
+}
+
+/// `count` batches of Zipf(`s`) ranks; in a counted synthetic table slot == rank.
+pub fn zipf_batches(rows: u64, s: f64, batch: usize, count: usize, seed: u64) -> Vec<Vec<u32>> {
+    let mut z = RankSampler::new(rows, s, seed);
+    (0..count).map(|_| (0..batch).map(|_| z.next_rank() as u32).collect()).collect()
+}
+
+/// Opens the table at `path` if it has `rows` rows of d = [`DIM`], else builds it.
+pub fn table(path: &Path, rows: u64, log: &dyn Fn(&str)) -> Result<(Table, bool)> {
+    if let Ok(t) = Table::open(path) {
+        if t.rows() == rows && t.dim() == DIM {
+            return Ok((t, true));
+        }
+    }
+    let spec = Spec::new(rows, DIM);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    log(&format!("building {} ({rows} rows of 4 KiB)", path.display()));
+    let cfg = synth::build_config(&spec, 1 << 30, Some(dir));
+    let (_, took) = synth::build_table(&spec, path, cfg)?;
+    log(&format!("built in {:.1}s", took.as_secs_f64()));
+    Ok((Table::open(path)?, false))
+}
+
+/// Tries `echo 3 > /proc/sys/vm/drop_caches`; whether it was allowed.
+pub fn drop_caches() -> bool {
+    // sync first, so that dirty pages are dropped too.
+    let _ = Command::new("sync").status();
+    std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
+}
+
+/// Direct io_uring reader at `qd` with a hot prefix of `hot_bytes`.
+pub fn reader<'t>(t: &'t Table, qd: u32, hot_bytes: u64) -> Result<RowReader<'t>> {
+    let mode = ReadMode::Direct { backend: BackendKind::Uring, queue_depth: qd };
+    let r = RowReader::open_with(t, mode, ReaderOptions { hot_bytes, ..ReaderOptions::default() })?;
+    if !r.is_o_direct() {
+        bail!("{}: O_DIRECT refused; the figures would measure the page cache", t.path().display());
+    }
+    Ok(r)
+}
+
+fn f3(v: f64) -> String {
+    crate::report::fmt(Some(v))
+}
+
+/// The results table. `ceilings[i]` is the IOPS of `qds[i]`.
+pub fn markdown(figs: &[Figure], qds: &[u32], ceilings: &[f64], target_ratio: f64, zipf_goal: f64) -> String {
+    let mut s = String::from(
+        "| workload | QD | rows/s | GB/s | p50 batch ms | p99 batch ms | hot hit ratio | storage reads/s | ceiling IOPS | reads/ceiling | goal |\n",
+    );
+    s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
+    for f in figs {
+        let ceil = qds.iter().position(|&q| q == f.qd).map(|i| ceilings[i]).unwrap_or(f64::NAN);
+        let ratio = f.storage_rows_per_s / ceil;
+        let goal = if f.workload == "uniform" && f.qd >= 32 {
+            let met = if ratio >= target_ratio { "met" } else { "not met" };
+            format!("≥ {:.0} % of ceiling: {met}", target_ratio * 100.0)
+        } else if f.workload.starts_with("zipf") && f.hit_ratio > 0.0 {
+            let base = figs.iter().find(|g| g.qd == f.qd && g.workload == "zipf, no cache");
+            match base {
+                Some(b) => {
+                    let x = f.rows_per_s / b.rows_per_s;
+                    let met = if x >= zipf_goal { "met" } else { "not met" };
+                    format!("≥ {zipf_goal:.0}x uncached Zipf: {:.2}x, {met}", x)
+                }
+                None => "—".into(),
+            }
+        } else {
+            "—".into()
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            f.workload,
+            f.qd,
+            f3(f.rows_per_s),
+            f3(f.gb_per_s),
+            f3(f.p50_ms),
+            f3(f.p99_ms),
+            f3(f.hit_ratio),
+            f3(f.storage_rows_per_s),
+            f3(ceil),
+            f3(ratio),
+            goal
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_fio_json_with_a_warning_first() {
+        let out = "fio: some warning\n{\"jobs\": [{\"read\": {\"iops\": 1234.5}}, {\"read\": {\"iops\": 10.0}}]}";
+        assert_eq!(parse_fio_iops(out).unwrap(), 1244.5);
+        assert!(parse_fio_iops("no json").is_err());
+    }
+
+    #[test]
+    fn parses_uring_ceiling_output() {
+        assert_eq!(parse_uring_ceiling_iops("qd 32: IOPS=51234.5 bw=...").unwrap(), 51234.5);
+        assert_eq!(parse_uring_ceiling_iops("iops: 7").unwrap(), 7.0);
+        assert!(parse_uring_ceiling_iops("nothing").is_err());
+    }
+
+    #[test]
+    fn quantiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&v, 0.5), 50.0);
+        assert_eq!(quantile(&v, 0.99), 99.0);
+        assert_eq!(quantile(&[3.0], 0.99), 3.0);
+        assert!(quantile(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn batches_are_in_range_and_zipf_is_skewed() {
+        let u = uniform_batches(1000, 64, 3, 1);
+        assert!(u.iter().flatten().all(|&s| s < 1000) && u.len() == 3 && u[0].len() == 64);
+        let z = zipf_batches(1000, 1.1, 4096, 1, 1);
+        let hot = z[0].iter().filter(|&&s| s < 100).count();
+        assert!(hot > 4096 / 2, "{hot}");
+    }
+}
