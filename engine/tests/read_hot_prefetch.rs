@@ -3,36 +3,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use engine::read::{
-    open_file, Backend, BackendKind, FaultyBackend, PreadBackend, ReadError, ReadMode, ReaderOptions, RowReader,
-    Ticket, UringBackend,
+    open_file, Backend, BackendKind, FaultyBackend, PreadBackend, ReadError, ReadMode, ReaderOptions, RowReader, Ticket,
 };
-use engine::{gather, Dtype, GatherOptions, Table, MISS_SLOT};
+use engine::{Dtype, Table, MISS_SLOT};
 use rand::{Rng, SeedableRng};
-
-fn make_table(dir: &Path, name: &str, n: usize, dim: usize, dtype: Dtype) -> PathBuf {
-    let path = dir.join(name);
-    let spec = random_spec(dim as u64 * 13 + n as u64, n, 50, 4, dim, false);
-    build(&path, &spec, config(dim, dtype, 4, 50));
-    path
-}
-
-fn reference(t: &Table, slots: &[u32]) -> Vec<u8> {
-    let mut out = vec![0u8; slots.len() * t.dim() * t.dtype().size()];
-    gather(t, slots, GatherOptions { dtype: t.dtype(), max_threads: 0 }, &mut out).unwrap();
-    out
-}
-
-fn uring_available(path: &Path) -> bool {
-    let ok = UringBackend::new(std::fs::File::open(path).unwrap(), 4).is_ok();
-    if !ok {
-        eprintln!("io_uring is not available here: uring cases are skipped");
-    }
-    ok
-}
 
 fn batches(seed: u64, rows: u32) -> Vec<Vec<u32>> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -64,7 +42,7 @@ fn direct_modes(uring: bool) -> Vec<ReadMode> {
 fn hot_prefix_matches_gather_and_counts_hits() {
     let dir = tempfile::tempdir().unwrap();
     for (dim, dtype, n) in [(3, Dtype::F16, 700), (100, Dtype::BF16, 400), (1000, Dtype::F32, 300)] {
-        let path = make_table(dir.path(), &format!("h{dim}.scone"), n, dim, dtype);
+        let path = make_table(dir.path(), &format!("h{dim}.scone"), dim as u64 * 13 + n as u64, n, dim, dtype);
         let t = Table::open(&path).unwrap();
         let stride = t.header().row_stride;
         let all = batches(dim as u64, t.rows() as u32);
@@ -120,7 +98,7 @@ fn pread(path: &Path) -> Box<dyn Backend> {
 #[test]
 fn hot_rows_never_touch_the_backend() {
     let dir = tempfile::tempdir().unwrap();
-    let path = make_table(dir.path(), "f.scone", 400, 1000, Dtype::F32);
+    let path = make_table(dir.path(), "f.scone", 13400, 400, 1000, Dtype::F32);
     let t = Table::open(&path).unwrap();
     let stride = t.header().row_stride;
     let opts = ReaderOptions { hot_bytes: 100 * stride, ..ReaderOptions::default() };
@@ -156,7 +134,7 @@ fn hot_rows_never_touch_the_backend() {
 #[test]
 fn several_tickets_in_flight_match_read_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let path = make_table(dir.path(), "p.scone", 600, 100, Dtype::F16);
+    let path = make_table(dir.path(), "p.scone", 1900, 600, 100, Dtype::F16);
     let t = Table::open(&path).unwrap();
     let stride = t.header().row_stride;
     let all = batches(9, t.rows() as u32);
@@ -184,7 +162,7 @@ fn several_tickets_in_flight_match_read_rows() {
 #[test]
 fn ticket_errors_come_back_through_wait() {
     let dir = tempfile::tempdir().unwrap();
-    let path = make_table(dir.path(), "e.scone", 300, 1000, Dtype::F32);
+    let path = make_table(dir.path(), "e.scone", 13300, 300, 1000, Dtype::F32);
     let t = Table::open(&path).unwrap();
     let r = RowReader::with_backend(&t, Box::new(FaultyBackend::new(pread(&path)).fail_after(0)), Default::default());
     let a = r.prefetch(vec![3, 7]);
@@ -210,7 +188,7 @@ fn ticket_errors_come_back_through_wait() {
 fn dropped_tickets_and_readers_are_safe() {
     fn send<T: Send>(_: &T) {}
     let dir = tempfile::tempdir().unwrap();
-    let path = make_table(dir.path(), "d.scone", 500, 1000, Dtype::F32);
+    let path = make_table(dir.path(), "d.scone", 13500, 500, 1000, Dtype::F32);
     let t = Table::open(&path).unwrap();
     let slots: Vec<u32> = (0..500).rev().collect();
     let want = reference(&t, &slots);

@@ -12,30 +12,8 @@ use engine::read::{
     open_file, Backend, BackendKind, FaultyBackend, PreadBackend, ReadError, ReadMode, ReaderOptions, RowReader,
     UringBackend, MAX_QUEUE_DEPTH,
 };
-use engine::{gather, Dtype, GatherOptions, Table, MISS_SLOT};
+use engine::{Dtype, Table, MISS_SLOT};
 use rand::{Rng, SeedableRng};
-
-fn make_table(dir: &Path, name: &str, n: usize, dim: usize, dtype: Dtype) -> PathBuf {
-    let path = dir.join(name);
-    let spec = random_spec(dim as u64 * 7 + n as u64, n, 50, 4, dim, false);
-    assert_eq!(spec.ngrams.len(), n);
-    build(&path, &spec, config(dim, dtype, 4, 50));
-    path
-}
-
-fn reference(t: &Table, slots: &[u32]) -> Vec<u8> {
-    let mut out = vec![0u8; slots.len() * t.dim() * t.dtype().size()];
-    gather(t, slots, GatherOptions { dtype: t.dtype(), max_threads: 0 }, &mut out).unwrap();
-    out
-}
-
-fn uring_available(path: &Path) -> bool {
-    let ok = UringBackend::new(std::fs::File::open(path).unwrap(), 4).is_ok();
-    if !ok {
-        eprintln!("io_uring is not available here: uring cases are skipped");
-    }
-    ok
-}
 
 fn rows_offset(t: &Table) -> u64 {
     t.header().section(SectionKind::Rows).unwrap().offset
@@ -73,7 +51,7 @@ fn modes(uring: bool) -> Vec<ReadMode> {
 fn every_mode_matches_gather_at_odd_dims() {
     let dir = tempfile::tempdir().unwrap();
     for (dim, dtype, n) in [(3, Dtype::F16, 700), (100, Dtype::BF16, 400), (1000, Dtype::F32, 300)] {
-        let path = make_table(dir.path(), &format!("t{dim}.scone"), n, dim, dtype);
+        let path = make_table(dir.path(), &format!("t{dim}.scone"), dim as u64 * 7 + n as u64, n, dim, dtype);
         let t = Table::open(&path).unwrap();
         let uring = uring_available(&path);
         let all = batches(dim as u64, t.rows() as u32);
@@ -115,7 +93,7 @@ fn every_mode_matches_gather_at_odd_dims() {
 #[test]
 fn small_bounce_buffer_and_no_o_direct_still_match() {
     let dir = tempfile::tempdir().unwrap();
-    let path = make_table(dir.path(), "b.scone", 600, 1000, Dtype::F32);
+    let path = make_table(dir.path(), "b.scone", 7600, 600, 1000, Dtype::F32);
     let t = Table::open(&path).unwrap();
     let uring = uring_available(&path);
     let slots: Vec<u32> = (0..600).rev().chain(0..600).chain([MISS_SLOT, 3, 3]).collect();
@@ -139,7 +117,7 @@ fn small_bounce_buffer_and_no_o_direct_still_match() {
 #[test]
 fn resident_mode_on_a_resident_table_and_bad_arguments() {
     let dir = tempfile::tempdir().unwrap();
-    let path = make_table(dir.path(), "r.scone", 50, 3, Dtype::F16);
+    let path = make_table(dir.path(), "r.scone", 71, 50, 3, Dtype::F16);
     let o = engine::OpenOptions { resident_rows: true, ..Default::default() };
     let t = Table::open_with(&path, o).unwrap();
     for mode in modes(uring_available(&path)) {
@@ -158,7 +136,7 @@ fn resident_mode_on_a_resident_table_and_bad_arguments() {
 #[test]
 fn auto_falls_back_to_pread_when_uring_setup_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let path = make_table(dir.path(), "a.scone", 100, 100, Dtype::BF16);
+    let path = make_table(dir.path(), "a.scone", 800, 100, 100, Dtype::BF16);
     let t = Table::open(&path).unwrap();
     let opts = ReaderOptions { simulate_uring_setup_failure: true, ..ReaderOptions::default() };
     let auto = ReadMode::Direct { backend: BackendKind::Auto, queue_depth: 32 };
@@ -203,7 +181,7 @@ fn io_error(e: ReadError) -> (PathBuf, u64, io::Error) {
 #[test]
 fn injected_error_after_n_reads_names_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();
-    let path = make_table(dir.path(), "f.scone", 400, 1000, Dtype::F32);
+    let path = make_table(dir.path(), "f.scone", 7400, 400, 1000, Dtype::F32);
     let t = Table::open(&path).unwrap();
     let base = rows_offset(&t);
     let stride = t.header().row_stride;
@@ -229,7 +207,7 @@ fn injected_error_after_n_reads_names_file_and_offset() {
 #[test]
 fn short_reads_are_resumed_or_surfaced() {
     let dir = tempfile::tempdir().unwrap();
-    let path = make_table(dir.path(), "s.scone", 300, 100, Dtype::BF16);
+    let path = make_table(dir.path(), "s.scone", 1000, 300, 100, Dtype::BF16);
     let t = Table::open(&path).unwrap();
     let slots: Vec<u32> = (0..300).step_by(7).chain([5, 5, MISS_SLOT]).collect();
     let want = reference(&t, &slots);
@@ -293,7 +271,7 @@ fn io_uring_resumes_its_own_short_reads_at_end_of_file() {
 #[test]
 fn truncated_file_is_an_error_naming_the_offset() {
     let dir = tempfile::tempdir().unwrap();
-    let path = make_table(dir.path(), "tr.scone", 200, 100, Dtype::BF16);
+    let path = make_table(dir.path(), "tr.scone", 900, 200, 100, Dtype::BF16);
     let t = Table::open(&path).unwrap();
     let base = rows_offset(&t);
     let stride = t.header().row_stride;
@@ -337,7 +315,7 @@ fn truncated_file_is_an_error_naming_the_offset() {
 fn a_reader_is_shared_across_threads() {
     fn sync<T: Sync + Send>(_: &T) {}
     let dir = tempfile::tempdir().unwrap();
-    let path = make_table(dir.path(), "mt.scone", 500, 100, Dtype::BF16);
+    let path = make_table(dir.path(), "mt.scone", 1200, 500, 100, Dtype::BF16);
     let t = Table::open(&path).unwrap();
     for mode in modes(uring_available(&path)) {
         let r = RowReader::open(&t, mode).unwrap();

@@ -63,3 +63,28 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Builds a table of `n` random f-grams (vocabulary 50, n_max 4) at `dir/name`.
+pub fn make_table(dir: &Path, name: &str, seed: u64, n: usize, dim: usize, dtype: Dtype) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let spec = random_spec(seed, n, 50, 4, dim, false);
+    assert_eq!(spec.ngrams.len(), n);
+    build(&path, &spec, config(dim, dtype, 4, 50));
+    path
+}
+
+/// What `gather` returns for `slots`, in the stored dtype: the reference every read mode must match.
+pub fn reference(t: &engine::Table, slots: &[u32]) -> Vec<u8> {
+    let mut out = vec![0u8; slots.len() * t.dim() * t.dtype().size()];
+    engine::gather(t, slots, engine::GatherOptions { dtype: t.dtype(), max_threads: 0 }, &mut out).unwrap();
+    out
+}
+
+/// Whether io_uring can be set up here; says so on stderr when it cannot.
+pub fn uring_available(path: &Path) -> bool {
+    let ok = engine::read::UringBackend::new(std::fs::File::open(path).unwrap(), 4).is_ok();
+    if !ok {
+        eprintln!("io_uring is not available here: uring cases are skipped");
+    }
+    ok
+}
