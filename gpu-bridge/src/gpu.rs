@@ -275,6 +275,16 @@ impl Gpu {
         Ok(CopyEvent { event: Arc::new(event) })
     }
 
+    /// The CUDA context (for module loading and host registration).
+    pub(crate) fn ctx(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The stream this handle issues work on.
+    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
     /// Records an event with timing enabled (for bandwidth measurements).
     pub(crate) fn record_timing_event(&self) -> Result<CudaEvent, BridgeError> {
         self.stream.record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(cuda_err("recording timing event"))
@@ -322,6 +332,15 @@ impl PinnedBuffer {
     /// Whether the buffer holds zero bytes.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Start of the host allocation (null when empty), for
+    /// `cuMemHostGetDevicePointer`.
+    pub(crate) fn host_ptr(&self) -> Result<*const u8, BridgeError> {
+        match &self.inner {
+            Some(s) => Ok(s.as_slice().map_err(cuda_err("waiting for copies of pinned buffer"))?.as_ptr()),
+            None => Ok(std::ptr::null()),
+        }
     }
 
     /// Whether the memory is write-combined (see
@@ -373,5 +392,15 @@ impl DeviceBuffer {
     /// Ordinal of the device holding this memory.
     pub fn ordinal(&self) -> usize {
         self.ordinal
+    }
+
+    /// The cudarc slice (`None` when empty), for kernel arguments.
+    pub(crate) fn slice(&self) -> Option<&CudaSlice<u8>> {
+        self.inner.as_ref()
+    }
+
+    /// The cudarc slice, writable (`None` when empty), for kernel arguments.
+    pub(crate) fn slice_mut(&mut self) -> Option<&mut CudaSlice<u8>> {
+        self.inner.as_mut()
     }
 }

@@ -18,7 +18,9 @@
 //! - [`StagingRing`]: `k` pinned staging buffers, each guarded by the event
 //!   of its last copy (back-pressure).
 //! - [`LookupPipeline`]: match, gather into pinned memory and copy to the
-//!   device asynchronously, one [`BatchHandle`] per batch.
+//!   device asynchronously, one [`BatchHandle`] per batch; or, with
+//!   [`GatherMode::ZeroCopy`], upload only the slots and let a GPU kernel
+//!   gather the rows from device-mapped host memory.
 
 mod driver;
 mod error;
@@ -26,10 +28,12 @@ mod gpu;
 mod pipeline;
 mod probe;
 mod staging;
+mod zerocopy;
 
 pub use driver::{check_driver, device_count, driver_version};
 pub use error::BridgeError;
 pub use gpu::{CopyEvent, DeviceBuffer, Gpu, PinnedBuffer};
-pub use pipeline::{BatchHandle, LookupPipeline, PipelineConfig};
+pub use pipeline::{BatchHandle, GatherMode, LookupPipeline, PipelineConfig};
 pub use probe::probe_bandwidth;
 pub use staging::{StagingRing, StagingSlot};
+pub use zerocopy::ZeroCopySource;

@@ -5,7 +5,36 @@
 use engine::{gather, GatherOptions, Hit, SuffixMatcher, Table, MISS_SLOT};
 
 use crate::staging::StagingRing;
+use crate::zerocopy::{ZeroCopyRows, ZeroCopySource};
 use crate::{BridgeError, CopyEvent, DeviceBuffer, Gpu};
+
+/// How rows reach the device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GatherMode {
+    /// The CPU gathers rows into pinned staging memory, which is copied to
+    /// the device (DMA). Works for any table (rows read from the mapping).
+    #[default]
+    CpuGather,
+    /// Zero-copy: the rows are device-mapped host memory (the table's
+    /// resident rows registered in place, otherwise a pinned copy made at
+    /// setup) and a kernel gathers them over the bus; only the slots (4 B
+    /// per position) and the mask are copied.
+    ZeroCopy,
+}
+
+impl GatherMode {
+    /// The proposed automatic choice: zero-copy when the table's rows are
+    /// resident in DRAM (`OpenOptions::resident_rows`), the CPU gather
+    /// otherwise (rows paged in from a file mapping, later NVMe reads, or
+    /// where dedup/compression on the CPU sends fewer bytes).
+    pub fn auto(table: &Table) -> GatherMode {
+        if table.rows_are_resident() {
+            GatherMode::ZeroCopy
+        } else {
+            GatherMode::CpuGather
+        }
+    }
+}
 
 /// How a [`LookupPipeline`] is set up.
 #[derive(Clone, Copy, Debug)]
@@ -19,13 +48,22 @@ pub struct PipelineConfig {
     pub gather_threads: usize,
     /// Write-combined staging memory (see [`Gpu::alloc_pinned_write_combined`]).
     pub write_combined: bool,
+    /// CPU gather + copy, or zero-copy kernel gather (default: CPU gather;
+    /// see [`GatherMode::auto`]).
+    pub mode: GatherMode,
 }
 
 impl PipelineConfig {
     /// `max_positions` per batch, a ring of 3 cached pinned buffers, all
     /// gather threads.
     pub fn new(max_positions: usize) -> PipelineConfig {
-        PipelineConfig { max_positions, ring_len: 3, gather_threads: 0, write_combined: false }
+        PipelineConfig {
+            max_positions,
+            ring_len: 3,
+            gather_threads: 0,
+            write_combined: false,
+            mode: GatherMode::CpuGather,
+        }
     }
 }
 
@@ -45,8 +83,15 @@ pub struct LookupPipeline<'t> {
     ring: StagingRing,
     cfg: PipelineConfig,
     row_bytes: usize,
-    /// Byte offset of the mask inside each staging buffer.
+    /// Bytes of a rows device buffer (`max_positions * row_bytes`).
     mask_offset: usize,
+    /// Byte offset of the mask inside each staging buffer (after the rows,
+    /// or after the slots in zero-copy mode).
+    stage_mask_offset: usize,
+    /// Zero-copy mode: the mapped rows and the device slot buffer (one
+    /// suffices: stream order puts each batch's slot copy after the
+    /// previous batch's kernel).
+    zero_copy: Option<(ZeroCopyRows, DeviceBuffer)>,
     hits: Vec<Hit>,
     slots: Vec<u32>,
     /// Device buffer pairs (rows, mask) returned by [`LookupPipeline::recycle`].
@@ -159,7 +204,14 @@ impl<'t> LookupPipeline<'t> {
             .filter(|b| b.checked_add(cfg.max_positions).is_some())
             .ok_or_else(|| BridgeError::InvalidArgument(format!("{} positions are too many", cfg.max_positions)))?;
         let gpu = gpu.with_new_stream()?;
-        let ring = StagingRing::new(&gpu, cfg.ring_len, mask_offset + cfg.max_positions, cfg.write_combined)?;
+        let (stage_mask_offset, zero_copy) = match cfg.mode {
+            GatherMode::CpuGather => (mask_offset, None),
+            GatherMode::ZeroCopy => {
+                let slot_bytes = cfg.max_positions * 4;
+                (slot_bytes, Some((ZeroCopyRows::new(table, &gpu)?, gpu.alloc_device(slot_bytes)?)))
+            }
+        };
+        let ring = StagingRing::new(&gpu, cfg.ring_len, stage_mask_offset + cfg.max_positions, cfg.write_combined)?;
         Ok(LookupPipeline {
             table,
             matcher: SuffixMatcher::new(table),
@@ -168,6 +220,8 @@ impl<'t> LookupPipeline<'t> {
             cfg,
             row_bytes,
             mask_offset,
+            stage_mask_offset,
+            zero_copy,
             hits: Vec::with_capacity(cfg.max_positions),
             slots: Vec::with_capacity(cfg.max_positions),
             free: Vec::new(),
@@ -182,6 +236,17 @@ impl<'t> LookupPipeline<'t> {
     /// The pipeline's `Gpu` handle (its own copy stream).
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
+    }
+
+    /// The gather mode in use.
+    pub fn mode(&self) -> GatherMode {
+        self.cfg.mode
+    }
+
+    /// In zero-copy mode, whether the rows were registered in place or
+    /// copied into pinned memory at setup.
+    pub fn zero_copy_source(&self) -> Option<ZeroCopySource> {
+        self.zero_copy.as_ref().map(|(z, _)| z.source())
     }
 
     /// Bytes per output row (`dim * dtype size`, the table's dtype).
@@ -242,6 +307,9 @@ impl<'t> LookupPipeline<'t> {
         mask: &mut DeviceBuffer,
     ) -> Result<(usize, CopyEvent), BridgeError> {
         let positions = tokens.len() - start;
+        if self.zero_copy.is_some() {
+            return self.stage_zero_copy(tokens, start, rows, mask);
+        }
         let rows_len = positions * self.row_bytes;
         let mut slot = self.ring.acquire()?;
         let bytes = slot.bytes()?;
@@ -258,6 +326,38 @@ impl<'t> LookupPipeline<'t> {
         )?;
         slot.copy_to_device(0..rows_len, rows, 0)?;
         slot.copy_to_device(self.mask_offset..self.mask_offset + positions, mask, 0)?;
+        Ok((hits, slot.finish()?))
+    }
+
+    /// Zero-copy batch: match, write the slots and mask into the staging
+    /// buffer, copy both, launch the gather kernel into `rows`.
+    fn stage_zero_copy(
+        &mut self,
+        tokens: &[u32],
+        start: usize,
+        rows: &mut DeviceBuffer,
+        mask: &mut DeviceBuffer,
+    ) -> Result<(usize, CopyEvent), BridgeError> {
+        let positions = tokens.len() - start;
+        self.hits.clear();
+        self.matcher.match_into(tokens, start, &mut self.hits);
+        self.slots.clear();
+        self.slots.extend(self.hits.iter().map(|h| h.slot().unwrap_or(MISS_SLOT)));
+        let mut slot = self.ring.acquire()?;
+        let bytes = slot.bytes()?;
+        let (slot_area, mask_area) = bytes.split_at_mut(self.stage_mask_offset);
+        for (dst, s) in slot_area.chunks_exact_mut(4).zip(&self.slots) {
+            dst.copy_from_slice(&s.to_le_bytes());
+        }
+        let mut hits = 0;
+        for (m, h) in mask_area.iter_mut().zip(&self.hits) {
+            *m = u8::from(h.is_hit());
+            hits += usize::from(h.is_hit());
+        }
+        let (zc, dev_slots) = self.zero_copy.as_mut().expect("zero-copy mode");
+        slot.copy_to_device(0..positions * 4, dev_slots, 0)?;
+        slot.copy_to_device(self.stage_mask_offset..self.stage_mask_offset + positions, mask, 0)?;
+        zc.launch(&self.gpu, &self.slots, dev_slots, rows)?;
         Ok((hits, slot.finish()?))
     }
 

@@ -12,7 +12,11 @@
 //! - `serial`: match, gather, copy, wait, one batch after the other;
 //! - `pipelined`: `LookupPipeline::submit` back to back (ring of 3, cached
 //!   pinned memory), batch i+1 gathered while batch i is copied;
-//! - `pipelined-wc`: the same with write-combined staging memory.
+//! - `pipelined-wc`: the same with write-combined staging memory;
+//! - `zc-serial` / `zc-pipelined`: `GatherMode::ZeroCopy` (the table opened a
+//!   second time with resident rows, registered in place with
+//!   `cuMemHostRegister`; only slots and mask are copied, a GPU kernel reads
+//!   the rows over the bus), submit-and-wait and back to back.
 //!
 //! Usage: `gpu-pipeline [--rows N] [--seconds S] [--dir DIR] [--host-only] [--resident-rows]`.
 //! `--rows N` (default 500000): rows of the d = 1024 table; the d = 2048 table
@@ -28,7 +32,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use engine::{gather, BuildConfig, Dtype, GatherOptions, OpenOptions, SuffixMatcher, Table, TableBuilder, MISS_SLOT};
-use gpu_bridge::{probe_bandwidth, BridgeError, Gpu, LookupPipeline, PipelineConfig};
+use gpu_bridge::{probe_bandwidth, BridgeError, GatherMode, Gpu, LookupPipeline, PipelineConfig};
 
 /// Vocabulary: f-gram (a, b) is row a * VOCAB + b.
 const VOCAB: u32 = 1024;
@@ -194,7 +198,8 @@ fn run(args: &Args, gpu: Option<&Gpu>) -> Result<(), String> {
     let budget = Duration::from_secs_f64(args.seconds);
     for (dim, rows) in [(1024usize, args.rows), (2048, args.rows / 2)] {
         let t = Instant::now();
-        let table = build(&dir.path().join(format!("d{dim}.scone")), dim, rows, args.resident_rows)?;
+        let path = dir.path().join(format!("d{dim}.scone"));
+        let table = build(&path, dim, rows, args.resident_rows)?;
         let row_bytes = dim * 2;
         println!(
             "\ntable d={dim}: {rows} rows, {:.2} GB of rows, built in {:.1} s",
@@ -205,6 +210,29 @@ fn run(args: &Args, gpu: Option<&Gpu>) -> Result<(), String> {
             "{:>5} {:>6}  {:<13} {:>6}  {:>9}  {:>7}  {:>8}  {:>8}",
             "dim", "batch", "mode", "n", "Mrows/s", "GB/s", "p50 ms", "p99 ms"
         );
+        // Zero-copy: resident rows registered in place, one pipeline for all
+        // batch sizes (registration is per table, not per batch).
+        let zc_table = match (gpu, args.resident_rows) {
+            (Some(_), false) => Some(
+                Table::open_with(&path, OpenOptions { resident_rows: true, ..OpenOptions::default() })
+                    .map_err(|e| e.to_string())?,
+            ),
+            _ => None,
+        };
+        let mut zc_pipe = match gpu {
+            Some(g) => {
+                let t = Instant::now();
+                let cfg = PipelineConfig { mode: GatherMode::ZeroCopy, ..PipelineConfig::new(BATCHES[2]) };
+                let p = LookupPipeline::new(zc_table.as_ref().unwrap_or(&table), g, cfg).map_err(err)?;
+                println!(
+                    "zero-copy setup: rows {:?} in {:.2} s",
+                    p.zero_copy_source().expect("zero-copy"),
+                    t.elapsed().as_secs_f64()
+                );
+                Some(p)
+            }
+            None => None,
+        };
         for &batch in &BATCHES {
             let pool = token_pool(rows, batch, (dim * batch) as u64);
             let bytes = batch * (row_bytes + 1);
@@ -228,6 +256,9 @@ fn run(args: &Args, gpu: Option<&Gpu>) -> Result<(), String> {
             serial(&table, gpu, &pool, budget)?.print(dim, batch);
             pipelined(&table, gpu, &pool, budget, false)?.print(dim, batch);
             pipelined(&table, gpu, &pool, budget, true)?.print(dim, batch);
+            let zc = zc_pipe.as_mut().expect("GPU present");
+            drive(zc, &pool, budget, false, "zc-serial")?.print(dim, batch);
+            drive(zc, &pool, budget, true, "zc-pipelined")?.print(dim, batch);
         }
     }
     Ok(())
@@ -291,6 +322,53 @@ fn host_only(table: &Table, pool: &[Vec<u32>], gpu: Option<&Gpu>, budget: Durati
         lat_ms: lat,
         hit_rate: Some(n_hits as f64 / n_pos.max(1) as f64),
     })
+}
+
+/// Drives an existing pipeline: submit-and-wait (`!back_to_back`) or
+/// submit back to back (latencies observed at later submits: upper bounds).
+fn drive(
+    pipe: &mut LookupPipeline<'_>,
+    pool: &[Vec<u32>],
+    budget: Duration,
+    back_to_back: bool,
+    mode: &'static str,
+) -> Result<Stats, String> {
+    let err = |e: BridgeError| e.to_string();
+    let batch = pool[0].len();
+    for tokens in pool.iter().take(3) {
+        let h = pipe.submit(tokens).map_err(err)?;
+        h.wait().map_err(err)?;
+        pipe.recycle(h);
+    }
+    let mut lat = Vec::new();
+    let mut in_flight = VecDeque::new();
+    let start = Instant::now();
+    let mut i = 0;
+    while i < MIN_BATCHES || start.elapsed() < budget {
+        let t = Instant::now();
+        let h = pipe.submit(&pool[i % POOL]).map_err(err)?;
+        if !back_to_back {
+            h.wait().map_err(err)?;
+        }
+        in_flight.push_back((t, h));
+        while let Some((t0, h)) = in_flight.front() {
+            if !h.is_complete().map_err(err)? {
+                break;
+            }
+            lat.push(ms(t0.elapsed()));
+            let (_, h) = in_flight.pop_front().expect("front exists");
+            pipe.recycle(h);
+        }
+        i += 1;
+    }
+    for (t0, h) in in_flight {
+        h.wait().map_err(err)?;
+        lat.push(ms(t0.elapsed()));
+        pipe.recycle(h);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let bytes = i * batch * (pipe.row_bytes() + 1);
+    Ok(Stats { mode, batches: i, secs, positions: i * batch, bytes, lat_ms: lat, hit_rate: None })
 }
 
 /// Submit and wait, one batch at a time.
