@@ -2,59 +2,11 @@
 //! (passes, with a note on stderr) when there is no CUDA driver or device;
 //! `SCONE_REQUIRE_GPU=1` turns a skip into a failure.
 
-use std::collections::HashSet;
-use std::path::Path;
+mod common;
 
-use engine::{gather, BuildConfig, Dtype, GatherOptions, SuffixMatcher, Table, TableBuilder, MISS_SLOT};
-use gpu_bridge::{BridgeError, Gpu, LookupPipeline, PipelineConfig, StagingRing};
-
-/// Opens device 0, or explains on stderr why GPU tests are skipped.
-/// Driver failures other than "no driver"/"no device" are real failures.
-fn gpu_or_skip() -> Option<Gpu> {
-    match Gpu::open(0) {
-        Ok(gpu) => Some(gpu),
-        Err(e @ (BridgeError::NoDriver(_) | BridgeError::NoDevice { .. })) => {
-            if std::env::var("SCONE_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("SCONE_REQUIRE_GPU=1 but no GPU: {e}");
-            }
-            eprintln!("skipped: no CUDA driver/device ({e})");
-            None
-        }
-        Err(e) => panic!("Gpu::open(0) failed: {e}"),
-    }
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// A random table: n-grams of 2..=n_max tokens over `vocab`, distinct.
-fn build_table(path: &Path, dim: usize, dtype: Dtype, n_max: usize, vocab: u32, records: usize, seed: u64) -> Table {
-    let mut rng = Rng(seed | 1);
-    let mut b = TableBuilder::create(path, BuildConfig::new(dim as u32, dtype, n_max as u32, vocab)).unwrap();
-    let mut seen = HashSet::new();
-    while seen.len() < records {
-        let n = 2 + rng.below(n_max as u64 - 1) as usize;
-        let g: Vec<u32> = (0..n).map(|_| rng.below(u64::from(vocab)) as u32).collect();
-        if !seen.insert(g.clone()) {
-            continue;
-        }
-        let row: Vec<f32> = (0..dim).map(|_| (rng.below(2001) as f32 - 1000.0) / 64.0).collect();
-        b.push(&g, &row, None).unwrap();
-    }
-    b.finish().unwrap();
-    Table::open(path).unwrap()
-}
+use common::*;
+use engine::{Dtype, OpenOptions};
+use gpu_bridge::{BridgeError, LookupPipeline, PipelineConfig, StagingRing};
 
 /// Tokens mostly from the vocabulary (duplicates and hits), some outside it
 /// (misses).
@@ -69,15 +21,6 @@ fn random_tokens(rng: &mut Rng, len: usize, vocab: u32) -> Vec<u32> {
 }
 
 /// What the device must hold for `tokens[start..]`: the CPU gather and mask.
-fn expected(table: &Table, tokens: &[u32], start: usize) -> (Vec<u8>, Vec<u8>) {
-    let matcher = SuffixMatcher::new(table);
-    let mut hits = Vec::new();
-    matcher.match_into(tokens, start, &mut hits);
-    let slots: Vec<u32> = hits.iter().map(|h| h.slot().unwrap_or(MISS_SLOT)).collect();
-    let mut rows = vec![0u8; slots.len() * table.dim() * table.dtype().size()];
-    gather(table, &slots, GatherOptions { dtype: table.dtype(), max_threads: 1 }, &mut rows).unwrap();
-    (rows, hits.iter().map(|h| u8::from(h.is_hit())).collect())
-}
 
 #[test]
 fn pipeline_matches_cpu_gather_with_batches_in_flight() {
@@ -94,6 +37,7 @@ fn pipeline_matches_cpu_gather_with_batches_in_flight() {
             vocab,
             records,
             77 + case as u64,
+            OpenOptions::default(),
         );
         let max_positions = 1000;
         let mut pipe = LookupPipeline::new(&table, &gpu, PipelineConfig::new(max_positions)).unwrap();

@@ -2,25 +2,12 @@
 //! CUDA driver or device. Set `SCONE_REQUIRE_GPU=1` on a GPU machine to turn
 //! a skip into a failure, so a broken driver setup cannot pass silently.
 
-use gpu_bridge::{probe_bandwidth, BridgeError, Gpu};
+mod common;
+
+use common::gpu_or_skip;
+use gpu_bridge::{probe_bandwidth, BridgeError};
 
 const MIB: usize = 1 << 20;
-
-/// Opens device 0, or explains on stderr why GPU tests are skipped.
-/// Driver failures other than "no driver"/"no device" are real failures.
-fn gpu_or_skip() -> Option<Gpu> {
-    match Gpu::open(0) {
-        Ok(gpu) => Some(gpu),
-        Err(e @ (BridgeError::NoDriver(_) | BridgeError::NoDevice { .. })) => {
-            if std::env::var("SCONE_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("SCONE_REQUIRE_GPU=1 but no GPU: {e}");
-            }
-            eprintln!("skipped: no CUDA driver/device ({e})");
-            None
-        }
-        Err(e) => panic!("Gpu::open(0) failed: {e}"),
-    }
-}
 
 /// Deterministic bytes that differ from position to position and between
 /// sizes, so misplaced or truncated copies are caught.

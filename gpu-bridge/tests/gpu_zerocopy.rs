@@ -3,64 +3,11 @@
 //! stderr) without a CUDA driver or device; `SCONE_REQUIRE_GPU=1` turns a
 //! skip into a failure.
 
-use std::collections::HashSet;
-use std::path::Path;
+mod common;
 
-use engine::{gather, BuildConfig, Dtype, GatherOptions, OpenOptions, SuffixMatcher, Table, TableBuilder, MISS_SLOT};
-use gpu_bridge::{BridgeError, GatherMode, Gpu, LookupPipeline, PipelineConfig, ZeroCopySource};
-
-fn gpu_or_skip() -> Option<Gpu> {
-    match Gpu::open(0) {
-        Ok(gpu) => Some(gpu),
-        Err(e @ (BridgeError::NoDriver(_) | BridgeError::NoDevice { .. })) => {
-            if std::env::var("SCONE_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("SCONE_REQUIRE_GPU=1 but no GPU: {e}");
-            }
-            eprintln!("skipped: no CUDA driver/device ({e})");
-            None
-        }
-        Err(e) => panic!("Gpu::open(0) failed: {e}"),
-    }
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn build_table(path: &Path, dim: usize, dtype: Dtype, vocab: u32, records: usize, seed: u64, resident: bool) -> Table {
-    let mut rng = Rng(seed | 1);
-    let mut b = TableBuilder::create(path, BuildConfig::new(dim as u32, dtype, 3, vocab)).unwrap();
-    let mut seen = HashSet::new();
-    while seen.len() < records {
-        let n = 2 + rng.below(2) as usize;
-        let g: Vec<u32> = (0..n).map(|_| rng.below(u64::from(vocab)) as u32).collect();
-        if !seen.insert(g.clone()) {
-            continue;
-        }
-        let row: Vec<f32> = (0..dim).map(|_| (rng.below(2001) as f32 - 1000.0) / 64.0).collect();
-        b.push(&g, &row, None).unwrap();
-    }
-    b.finish().unwrap();
-    Table::open_with(path, OpenOptions { resident_rows: resident, ..OpenOptions::default() }).unwrap()
-}
-
-fn expected(table: &Table, tokens: &[u32]) -> (Vec<u8>, Vec<u8>) {
-    let hits = SuffixMatcher::new(table).match_tokens(tokens);
-    let slots: Vec<u32> = hits.iter().map(|h| h.slot().unwrap_or(MISS_SLOT)).collect();
-    let mut rows = vec![0u8; slots.len() * table.dim() * table.dtype().size()];
-    gather(table, &slots, GatherOptions { dtype: table.dtype(), max_threads: 1 }, &mut rows).unwrap();
-    (rows, hits.iter().map(|h| u8::from(h.is_hit())).collect())
-}
+use common::*;
+use engine::{Dtype, OpenOptions};
+use gpu_bridge::{GatherMode, LookupPipeline, PipelineConfig, ZeroCopySource};
 
 #[test]
 fn zero_copy_rows_equal_cpu_gather() {
@@ -78,8 +25,16 @@ fn zero_copy_rows_equal_cpu_gather() {
     ];
     for (i, &(dim, dtype, resident)) in cases.iter().enumerate() {
         let vocab = 40;
-        let table =
-            build_table(&dir.path().join(format!("t{i}.scone")), dim, dtype, vocab, 600, 7 + i as u64, resident);
+        let table = build_table(
+            &dir.path().join(format!("t{i}.scone")),
+            dim,
+            dtype,
+            3,
+            vocab,
+            600,
+            7 + i as u64,
+            OpenOptions { resident_rows: resident, ..OpenOptions::default() },
+        );
         let max = 700;
         let cfg = PipelineConfig { mode: GatherMode::ZeroCopy, ..PipelineConfig::new(max) };
         let mut pipe = LookupPipeline::new(&table, &gpu, cfg).unwrap();
@@ -108,7 +63,7 @@ fn zero_copy_rows_equal_cpu_gather() {
         let handles: Vec<_> = batches.iter().map(|t| pipe.submit(t).unwrap()).collect();
         for (tokens, h) in batches.iter().zip(handles) {
             let (rows, mask) = h.copy_back_for_tests().unwrap();
-            let (want_rows, want_mask) = expected(&table, tokens);
+            let (want_rows, want_mask) = expected(&table, tokens, 0);
             assert_eq!(mask, want_mask, "mask d={dim} len={}", tokens.len());
             assert!(rows == want_rows, "rows differ: d={dim} {dtype:?} len={}", tokens.len());
             assert_eq!(h.hit_count(), want_mask.iter().filter(|&&m| m == 1).count());
@@ -118,6 +73,6 @@ fn zero_copy_rows_equal_cpu_gather() {
         assert!(pipe.submit(&vec![1; max + 1]).is_err());
         let t = &batches[2];
         let (rows, _) = pipe.submit(t).unwrap().copy_back_for_tests().unwrap();
-        assert_eq!(rows, expected(&table, t).0);
+        assert_eq!(rows, expected(&table, t, 0).0);
     }
 }
