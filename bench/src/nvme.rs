@@ -159,6 +159,54 @@ pub fn measure(name: &str, qd: u32, reader: &RowReader<'_>, batches: &[Vec<u32>]
     })
 }
 
+/// Like [`measure`], through [`RowReader::prefetch`] with `depth` tickets in
+/// flight: the next batches are queued (and share the reader's ring) while the
+/// oldest is waited on. Latency is from a ticket's submission to its rows.
+pub fn measure_tickets(
+    name: &str,
+    qd: u32,
+    reader: &RowReader<'_>,
+    batches: &[Vec<u32>],
+    seconds: f64,
+    depth: usize,
+) -> Result<Figure> {
+    let rb = reader.row_bytes();
+    let mut lat = Vec::new();
+    let mut total = ReadStats::default();
+    reader.prefetch(batches[0].clone()).wait()?;
+    let t0 = Instant::now();
+    let deadline = Duration::from_secs_f64(seconds);
+    let mut i = 1;
+    let mut inflight = std::collections::VecDeque::new();
+    while inflight.len() < depth.max(1) {
+        inflight.push_back((Instant::now(), reader.prefetch(batches[i % batches.len()].clone())));
+        i += 1;
+    }
+    while let Some((t, tk)) = inflight.pop_front() {
+        let (rows, st) = tk.wait()?;
+        lat.push(t.elapsed().as_secs_f64());
+        total.add(&st);
+        std::hint::black_box(&rows);
+        if t0.elapsed() < deadline {
+            inflight.push_back((Instant::now(), reader.prefetch(batches[i % batches.len()].clone())));
+            i += 1;
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    Ok(Figure {
+        workload: name.to_string(),
+        qd,
+        rows_per_s: total.rows_requested as f64 / secs,
+        gb_per_s: (total.rows_requested * rb) as f64 / secs / 1e9,
+        p50_ms: quantile(&lat, 0.5) * 1e3,
+        p99_ms: quantile(&lat, 0.99) * 1e3,
+        hit_ratio: total.hit_ratio(),
+        storage_rows_per_s: total.rows_read as f64 / secs,
+        batches: lat.len(),
+    })
+}
+
 /// `count` batches of `batch` uniform slots in `0..rows`.
 pub fn uniform_batches(rows: u64, batch: usize, count: usize, seed: u64) -> Vec<Vec<u32>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -276,6 +324,23 @@ mod tests {
         assert_eq!(quantile(&v, 0.99), 99.0);
         assert_eq!(quantile(&[3.0], 0.99), 3.0);
         assert!(quantile(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn tickets_and_synchronous_reads_count_the_same_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t, reused) = table(&dir.path().join("t.scone"), 2000, &|_| {}).unwrap();
+        assert!(!reused);
+        let mode = ReadMode::Direct { backend: BackendKind::Auto, queue_depth: 8 };
+        let r = RowReader::open_with(&t, mode, ReaderOptions { hot_bytes: 200 * 4096, ..Default::default() }).unwrap();
+        let b = uniform_batches(2000, 256, 4, 3);
+        let s = measure("uniform", 8, &r, &b, 0.2).unwrap();
+        let k = measure_tickets("uniform, 4 tickets", 8, &r, &b, 0.2, 4).unwrap();
+        for f in [&s, &k] {
+            assert!(f.batches > 0 && f.rows_per_s > 0.0 && f.storage_rows_per_s > 0.0, "{f:?}");
+            assert!(f.hit_ratio > 0.05 && f.hit_ratio < 0.15, "{f:?}");
+            assert!(f.p50_ms <= f.p99_ms);
+        }
     }
 
     #[test]

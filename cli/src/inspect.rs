@@ -3,15 +3,112 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use engine::dtype::decode_row;
+use engine::read::{BackendKind, ModeInfo, ReadMode, ReaderOptions, RowReader};
 use engine::{format, Table};
 use serde_json::json;
 
 use crate::text::resolve;
 
-pub fn info(path: &Path, as_json: bool) -> Result<()> {
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ModeArg {
+    /// Rows from the file mapping (page cache).
+    Mmap,
+    /// Rows copied at open into huge-page memory.
+    Resident,
+    /// `O_DIRECT` reads on every call (io_uring or a pread pool).
+    Direct,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum BackendArg {
+    Uring,
+    Pread,
+    Auto,
+}
+
+/// How rows are read (`engine::read::RowReader`); docs/READ_PATH.md.
+#[derive(Args, Clone, Copy, Debug)]
+pub struct ReadArgs {
+    /// Read mode.
+    #[arg(long, value_enum, default_value = "mmap")]
+    pub mode: ModeArg,
+    /// Direct mode: reads in flight (pread: threads, at most 64).
+    #[arg(long, default_value_t = 128)]
+    pub queue_depth: u32,
+    /// Direct mode: io_uring, the pread pool, or io_uring falling back to pread.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: BackendArg,
+    /// Direct mode: bytes of the hottest rows held in memory (hot prefix).
+    #[arg(long, default_value_t = 0)]
+    pub hot_bytes: u64,
+    /// Direct mode, io_uring: a kernel thread polls the submission queue,
+    /// sleeping after IDLE_MS idle milliseconds (falls back to a plain ring where refused).
+    #[arg(long, value_name = "IDLE_MS")]
+    pub sqpoll: Option<u32>,
+    /// Direct mode, io_uring: register the bounce buffers with the ring (READ_FIXED).
+    #[arg(long)]
+    pub registered_buffers: bool,
+    /// Tests only: make io_uring setup fail, as on a kernel without it.
+    #[arg(long, hide = true)]
+    pub simulate_uring_failure: bool,
+}
+
+impl ReadArgs {
+    pub fn open<'t>(&self, t: &'t Table) -> Result<RowReader<'t>> {
+        let backend = match self.backend {
+            BackendArg::Uring => BackendKind::Uring,
+            BackendArg::Pread => BackendKind::Pread,
+            BackendArg::Auto => BackendKind::Auto,
+        };
+        let mode = match self.mode {
+            ModeArg::Mmap => ReadMode::Mmap,
+            ModeArg::Resident => ReadMode::Resident,
+            ModeArg::Direct => ReadMode::Direct { backend, queue_depth: self.queue_depth },
+        };
+        let opts = ReaderOptions {
+            hot_bytes: self.hot_bytes,
+            simulate_uring_setup_failure: self.simulate_uring_failure,
+            sqpoll: self.sqpoll,
+            registered_buffers: self.registered_buffers,
+            ..ReaderOptions::default()
+        };
+        RowReader::open_with(t, mode, opts).with_context(|| format!("cannot open a {mode:?} reader"))
+    }
+}
+
+fn mode_json(m: &ModeInfo) -> serde_json::Value {
+    json!({
+        "mode": m.mode,
+        "backend": m.backend,
+        "queue_depth": m.queue_depth,
+        "pread_threads": m.pread_threads,
+        "fallback": m.fallback,
+        "o_direct": m.o_direct,
+        "hot_rows": m.hot_rows,
+        "hot_bytes": m.hot_bytes,
+        "sqpoll": m.sqpoll,
+        "description": m.to_string(),
+    })
+}
+
+#[derive(Args)]
+pub struct InfoArgs {
+    pub table: PathBuf,
+    /// Print JSON (format in docs/CLI.md).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
+
+pub fn info(a: InfoArgs) -> Result<()> {
+    let path = a.table.as_path();
+    let as_json = a.json;
     let t = Table::open(path)?;
+    let reader = a.read.open(&t)?;
+    let mode = reader.mode_info();
     let h = t.header();
     let index_bytes_per_key = t.index_bytes() as f64 / h.rows as f64;
     if as_json {
@@ -43,6 +140,7 @@ pub fn info(path: &Path, as_json: bool) -> Result<()> {
             "sections": h.sections.iter().map(|s| json!({
                 "kind": s.kind.to_string(), "offset": s.offset, "len": s.len, "checksum": format!("{:016x}", s.checksum),
             })).collect::<Vec<_>>(),
+            "read_mode": mode_json(&mode),
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -65,6 +163,7 @@ pub fn info(path: &Path, as_json: bool) -> Result<()> {
     if !h.build.source.is_empty() {
         outln!("source       {}", h.build.source);
     }
+    outln!("read mode    {mode}");
     outln!("sections");
     for s in &h.sections {
         outln!("  {:<10} offset {:>14}  len {:>14}  xxh3 {:016x}", s.kind.to_string(), s.offset, s.len, s.checksum);
@@ -86,13 +185,23 @@ pub struct GetArgs {
     /// Print JSON (format in docs/CLI.md).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub read: ReadArgs,
 }
 
 pub fn get(a: GetArgs) -> Result<()> {
     let t = Table::open(&a.table)?;
+    let reader = a.read.open(&t)?;
     let (ngram, pieces) = resolve(&t, &a.ids, a.text.as_deref())?;
     let found = t.lookup(&ngram);
-    let row = found.and_then(|s| t.row_bytes(s)).map(|b| decode_row(b, t.dtype()));
+    let row = match found {
+        Some(s) => {
+            let mut buf = vec![0u8; reader.row_bytes()];
+            reader.read_rows(&[s], &mut buf).with_context(|| format!("reading row {s}"))?;
+            Some(decode_row(&buf, t.dtype()))
+        }
+        None => None,
+    };
     let summary = row.as_ref().map(|r| {
         let (min, max) = r.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
         let mean = r.iter().map(|&v| v as f64).sum::<f64>() / r.len() as f64;
@@ -101,6 +210,7 @@ pub fn get(a: GetArgs) -> Result<()> {
     });
     if a.json {
         let v = json!({
+            "read_mode": mode_json(&reader.mode_info()),
             "ngram": ngram,
             "pieces": pieces,
             "found": found.is_some(),
@@ -119,6 +229,9 @@ pub fn get(a: GetArgs) -> Result<()> {
     match (found, row, summary) {
         (Some(slot), Some(r), Some((min, max, mean, norm))) => {
             outln!("{ngram:?}{shown}: slot {slot}");
+            if !matches!(a.read.mode, ModeArg::Mmap) {
+                outln!("read mode    {}", reader.mode_info());
+            }
             if let Some(c) = t.count(slot) {
                 outln!("count        {c}");
             }

@@ -35,12 +35,7 @@ enum Command {
     /// an n-gram file (one `t1 t2 ... tn[<TAB>count]` line per row, same order).
     Build(build_cmd::BuildArgs),
     /// Show a table's header: shape, dtype, index, sections, build metadata.
-    Info {
-        table: PathBuf,
-        /// Print JSON (format in docs/CLI.md).
-        #[arg(long)]
-        json: bool,
-    },
+    Info(inspect::InfoArgs),
     /// Look one n-gram up and summarise its row.
     Get(inspect::GetArgs),
     /// Show the longest f-gram that ends at each position of a token sequence.
@@ -55,7 +50,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Build(a) => build_cmd::run(a),
-        Command::Info { table, json } => inspect::info(&table, json),
+        Command::Info(a) => inspect::info(a),
         Command::Get(a) => inspect::get(a),
         Command::Match(a) => match_cmd::run(a),
         Command::Verify { table } => inspect::verify(&table),

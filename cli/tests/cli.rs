@@ -215,3 +215,124 @@ fn a_closed_stdout_ends_quietly() {
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
     assert!(o.status.success());
 }
+
+/// A built 3-row table of dim 1024 f32 (4 KiB rows) in a temporary directory.
+fn mode_table() -> (Inputs, String) {
+    let rows: Vec<Vec<f32>> = (0..3).map(|r| (0..1024).map(|c| (r * 1024 + c) as f32).collect()).collect();
+    let i = inputs("1 2\t10\n2 3 4\t30\n7 8\t20\n", &rows);
+    let o = run_build(&i, "t.scone");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = i.dir.join("t.scone").display().to_string();
+    (i, t)
+}
+
+fn info_mode(t: &str, extra: &[&str]) -> (String, serde_json::Value) {
+    let mut args = vec!["info", t];
+    args.extend_from_slice(extra);
+    let o = scone(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = stdout(&o).lines().find(|l| l.starts_with("read mode")).expect("a read mode line").to_string();
+    args.push("--json");
+    let o = scone(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["read_mode"]["description"].as_str().unwrap(), line.trim_start_matches("read mode").trim());
+    (line, v["read_mode"].clone())
+}
+
+#[test]
+fn info_shows_the_mmap_mode_by_default() {
+    let (_i, t) = mode_table();
+    let (line, v) = info_mode(&t, &[]);
+    assert_eq!(line, "read mode    mmap (page cache)");
+    assert_eq!(v["mode"], "mmap");
+    assert_eq!(v["backend"], serde_json::Value::Null);
+    let (line2, _) = info_mode(&t, &["--mode", "mmap"]);
+    assert_eq!(line, line2);
+}
+
+#[test]
+fn info_shows_the_resident_mode() {
+    let (_i, t) = mode_table();
+    let (line, v) = info_mode(&t, &["--mode", "resident"]);
+    assert_eq!(line, "read mode    resident (rows in huge-page memory)");
+    assert_eq!(v["mode"], "resident");
+}
+
+#[test]
+fn info_shows_the_direct_mode_over_pread_with_a_hot_prefix() {
+    let (_i, t) = mode_table();
+    let (line, v) =
+        info_mode(&t, &["--mode", "direct", "--backend", "pread", "--queue-depth", "8", "--hot-bytes", "8192"]);
+    assert!(line.starts_with("read mode    direct (pread pool, 8 threads, "), "{line}");
+    assert!(line.ends_with("hot prefix 2 rows in 8192 bytes)"), "{line}");
+    assert_eq!(v["mode"], "direct");
+    assert_eq!(v["backend"], "pread");
+    assert_eq!(v["queue_depth"], 8);
+    assert_eq!(v["pread_threads"], 8);
+    assert_eq!(v["hot_rows"], 2);
+    assert_eq!(v["fallback"], serde_json::Value::Null);
+}
+
+#[test]
+fn info_shows_the_direct_mode_over_io_uring_or_its_fallback() {
+    let (_i, t) = mode_table();
+    let o = scone(&["info", &t, "--mode", "direct", "--backend", "uring", "--queue-depth", "32"]);
+    if o.status.success() {
+        let (line, v) = info_mode(&t, &["--mode", "direct", "--backend", "uring", "--queue-depth", "32"]);
+        assert!(line.starts_with("read mode    direct (io_uring, queue depth 32, "), "{line}");
+        assert!(line.ends_with("hot prefix 0 rows)"), "{line}");
+        assert_eq!(v["backend"], "io_uring");
+        assert_eq!(v["queue_depth"], 32);
+        let (auto, _) = info_mode(&t, &["--mode", "direct", "--queue-depth", "32"]);
+        assert_eq!(auto, line, "auto picks io_uring where it works");
+    } else {
+        eprintln!("io_uring is not available here: {}", stderr(&o));
+        assert!(stderr(&o).contains("cannot open"), "{}", stderr(&o));
+    }
+    // SQPOLL: on where the kernel allows it, otherwise a plain ring; pread ignores it.
+    let o = scone(&["info", &t, "--mode", "direct", "--queue-depth", "8", "--sqpoll", "10", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let on = v["read_mode"]["sqpoll"].as_bool().unwrap();
+    assert_eq!(v["read_mode"]["description"].as_str().unwrap().contains(" with SQPOLL"), on);
+    assert!(!on || v["read_mode"]["backend"] == "io_uring");
+    let (line, v) = info_mode(&t, &["--mode", "direct", "--backend", "pread", "--sqpoll", "10"]);
+    assert_eq!(v["sqpoll"], false);
+    assert!(!line.contains("SQPOLL"), "{line}");
+    // Auto falls back to the pread pool and says why.
+    let (line, v) = info_mode(&t, &["--mode", "direct", "--queue-depth", "4", "--simulate-uring-failure"]);
+    assert!(line.starts_with("read mode    direct (pread pool fallback: io_uring unavailable ("), "{line}");
+    assert!(line.contains(", 4 threads, "), "{line}");
+    assert_eq!(v["backend"], "pread");
+    assert!(v["fallback"].as_str().unwrap().starts_with("io_uring unavailable"));
+    // Uring alone does not fall back.
+    let o = scone(&["info", &t, "--mode", "direct", "--backend", "uring", "--simulate-uring-failure"]);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn get_reads_the_row_in_every_mode() {
+    let (_i, t) = mode_table();
+    let mut want = None;
+    for extra in [
+        &["--mode", "mmap"][..],
+        &["--mode", "resident"],
+        &["--mode", "direct", "--backend", "pread"],
+        &["--mode", "direct", "--backend", "auto", "--hot-bytes", "4096"],
+        &["--mode", "direct", "--sqpoll", "5", "--registered-buffers"],
+    ] {
+        let mut args = vec!["get", &t, "2", "3", "4", "--json", "--full"];
+        args.extend_from_slice(extra);
+        let o = scone(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(v["read_mode"]["mode"], extra[1]);
+        let values = v["row"]["values"].clone();
+        assert_eq!(values[0], 1024.0, "slot 0 holds the count-30 row (input row 1)");
+        match &want {
+            None => want = Some(values),
+            Some(w) => assert_eq!(&values, w, "{extra:?}"),
+        }
+    }
+}

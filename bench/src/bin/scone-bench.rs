@@ -123,6 +123,9 @@ fn nvme(a: NvmeArgs) -> Result<()> {
         dropped &= n::drop_caches();
         log(t0, &format!("QD {qd}: uniform"));
         figs.push(n::measure("uniform", qd, &n::reader(&table, qd, 0)?, &uniform, secs)?);
+        dropped &= n::drop_caches();
+        log(t0, &format!("QD {qd}: uniform, 4 tickets in flight"));
+        figs.push(n::measure_tickets("uniform, 4 tickets", qd, &n::reader(&table, qd, 0)?, &uniform, secs, 4)?);
         log(t0, &format!("QD {qd}: zipf, no cache"));
         figs.push(n::measure("zipf, no cache", qd, &n::reader(&table, qd, 0)?, &zipf, secs)?);
         dropped &= n::drop_caches();

@@ -63,6 +63,31 @@ pub trait Backend: Send + Sync {
 
     /// A short name for logs and stats ("pread", "io_uring", ...).
     fn name(&self) -> &'static str;
+
+    /// For io_uring backends: whether a kernel thread polls the submission
+    /// queue (SQPOLL). `None` for others.
+    fn sqpoll(&self) -> Option<bool> {
+        None
+    }
+
+    /// Offers `buf` for reads into it; io_uring registers it (a fixed buffer:
+    /// pages pinned once, `READ_FIXED`). Returns whether it was registered. The
+    /// caller must [`unregister_buffer`](Self::unregister_buffer) it, or drop
+    /// the backend, before freeing or reusing the memory for anything else
+    /// (otherwise later reads into that address range could land in the old
+    /// pinned pages). The default registers nothing.
+    fn register_buffer(&self, _buf: &mut [u8]) -> bool {
+        false
+    }
+
+    /// Forgets a buffer given to [`register_buffer`](Self::register_buffer)
+    /// (same address and length); a no-op for one never registered.
+    fn unregister_buffer(&self, _buf: &[u8]) {}
+
+    /// Buffers registered now.
+    fn registered_buffers(&self) -> usize {
+        0
+    }
 }
 
 /// Fills one request with repeated positional reads (short reads resume where

@@ -3,6 +3,7 @@
 //! reads through io_uring or a pread thread pool, bypassing the page cache), the
 //! first step towards tables larger than DRAM. See docs/READ_PATH.md.
 
+mod aligned;
 pub mod backend;
 pub mod faulty;
 mod hot;
@@ -21,6 +22,7 @@ use crate::format::SectionKind;
 use crate::gather::{gather, GatherOptions, MISS_SLOT};
 use crate::table::{OpenOptions, Table};
 
+pub use aligned::AlignedBuf;
 pub use backend::{open_file, Backend, BatchError, PreadBackend, ReadReq};
 pub use faulty::FaultyBackend;
 use hot::HotPrefix;
@@ -32,6 +34,8 @@ pub use uring::{UringBackend, MAX_QUEUE_DEPTH};
 pub const DIRECT_ALIGN: u64 = 4096;
 /// Largest single read after coalescing.
 pub const MAX_SPAN: u64 = 1 << 20;
+/// Slots of an io_uring reader's registered-buffer table (one bounce buffer each).
+pub const REGISTERED_BUFFER_SLOTS: u32 = 64;
 /// Most pread threads a reader starts, whatever the queue depth.
 pub const MAX_PREAD_THREADS: usize = 64;
 
@@ -77,6 +81,16 @@ pub struct ReaderOptions {
     /// Background workers serving [`RowReader::prefetch`] tickets (started on the
     /// first prefetch; at least 1). Default 4.
     pub prefetch_workers: usize,
+    /// io_uring only: a kernel thread polls the submission queue
+    /// (`IORING_SETUP_SQPOLL`), sleeping after this many idle milliseconds;
+    /// where the kernel refuses, the ring runs without it (one log line).
+    /// Default `None` (off).
+    pub sqpoll: Option<u32>,
+    /// io_uring only: register the bounce buffers with the ring (fixed
+    /// buffers, read with `IORING_OP_READ_FIXED`: their pages are pinned once,
+    /// not on every read). Where the kernel refuses (before 5.13, or
+    /// `RLIMIT_MEMLOCK`), buffers are read into unregistered. Default off.
+    pub registered_buffers: bool,
     /// Tests only: make io_uring setup fail as on a kernel without it.
     #[doc(hidden)]
     pub simulate_uring_setup_failure: bool,
@@ -89,6 +103,8 @@ impl Default for ReaderOptions {
             bounce_bytes: 8 << 20,
             hot_bytes: 0,
             prefetch_workers: 4,
+            sqpoll: None,
+            registered_buffers: false,
             simulate_uring_setup_failure: false,
         }
     }
@@ -117,6 +133,10 @@ pub struct ReadStats {
     /// Batch positions (misses excluded, duplicates counted) served from
     /// storage: `Direct` rows beyond the hot prefix, every one for `Mmap`.
     pub cold_rows: usize,
+    /// Bytes read into the bounce buffer and copied out of it (`Direct`); 0
+    /// when the cold rows were read straight into the caller's buffer (see
+    /// [`RowReader::read_rows`]).
+    pub bounce_bytes: u64,
 }
 
 impl ReadStats {
@@ -140,6 +160,7 @@ impl ReadStats {
         self.reads_submitted += o.reads_submitted;
         self.hot_hits += o.hot_hits;
         self.cold_rows += o.cold_rows;
+        self.bounce_bytes += o.bounce_bytes;
     }
 }
 
@@ -168,9 +189,68 @@ pub enum ReadError {
     BufferSize { got: usize, need: usize, rows: usize, row_bytes: usize },
 }
 
+/// How a [`RowReader`] was resolved at open: what [`RowReader::mode_info`]
+/// reports (and `scone info --mode` prints).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModeInfo {
+    /// "mmap", "resident" or "direct".
+    pub mode: &'static str,
+    /// The direct backend's name ("io_uring", "pread", or a caller's backend).
+    pub backend: Option<&'static str>,
+    /// The queue depth asked for (direct readers opened with a [`ReadMode`]).
+    pub queue_depth: Option<u32>,
+    /// Reader threads of a pread pool.
+    pub pread_threads: Option<usize>,
+    /// Why `BackendKind::Auto` fell back to the pread pool (io_uring setup's error).
+    pub fallback: Option<String>,
+    /// Whether the direct reader's file is open with `O_DIRECT` (false: buffered).
+    pub o_direct: bool,
+    /// Rows in the hot prefix, and the bytes of memory it holds.
+    pub hot_rows: u64,
+    pub hot_bytes: usize,
+    /// io_uring: whether a kernel thread polls the submission queue.
+    pub sqpoll: bool,
+}
+
+impl std::fmt::Display for ModeInfo {
+    /// `direct (io_uring, queue depth 128, O_DIRECT, hot prefix 0 rows)`,
+    /// `direct (pread pool fallback: <reason>, 32 threads, ...)`, `mmap (page cache)`,
+    /// `resident (rows in huge-page memory)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.mode {
+            "mmap" => return write!(f, "mmap (page cache)"),
+            "resident" => return write!(f, "resident (rows in huge-page memory)"),
+            _ => {}
+        }
+        write!(f, "{} (", self.mode)?;
+        match (self.backend, &self.fallback) {
+            (Some("pread"), Some(reason)) => write!(f, "pread pool fallback: {reason}")?,
+            (Some("pread"), None) => write!(f, "pread pool")?,
+            (Some(b), _) => write!(f, "{b}")?,
+            (None, _) => write!(f, "no backend")?,
+        }
+        if self.sqpoll {
+            write!(f, " with SQPOLL")?;
+        }
+        if let Some(n) = self.pread_threads {
+            write!(f, ", {n} threads")?;
+        } else if let Some(qd) = self.queue_depth {
+            write!(f, ", queue depth {qd}")?;
+        }
+        let io = if self.o_direct { "O_DIRECT" } else { "buffered" };
+        write!(f, ", {io}, hot prefix {} rows", self.hot_rows)?;
+        if self.hot_rows > 0 {
+            write!(f, " in {} bytes", self.hot_bytes)?;
+        }
+        write!(f, ")")
+    }
+}
+
 /// The direct mode's state; shared (`Arc`) with the prefetch workers, so it
 /// holds what it needs of the table by value.
 struct Direct {
+    /// Declared first, so dropped (an io_uring closed) before the bounce
+    /// buffers registered with it are unmapped.
     backend: Box<dyn Backend>,
     o_direct: bool,
     path: PathBuf,
@@ -183,6 +263,10 @@ struct Direct {
     bounces: Mutex<Vec<MmapMut>>,
     bounce_bytes: usize,
     hot: Option<HotPrefix>,
+    /// Set when `BackendKind::Auto` fell back to pread: io_uring setup's error.
+    fallback: Option<String>,
+    /// The queue depth opened with (None: a caller's backend).
+    queue_depth: Option<u32>,
 }
 
 /// Reads rows of a table in one of the [`ReadMode`]s. `Sync`: calls from several
@@ -229,9 +313,15 @@ impl<'t> RowReader<'t> {
                     if opts.simulate_uring_setup_failure {
                         return Err(io::Error::from_raw_os_error(libc::ENOSYS));
                     }
-                    UringBackend::new(file, qd)
+                    let mut u = UringBackend::with_sqpoll(file, qd, opts.sqpoll)?;
+                    if opts.registered_buffers {
+                        // Optional: without the table, buffers are read into unregistered.
+                        let _ = u.enable_registered_buffers(REGISTERED_BUFFER_SLOTS);
+                    }
+                    Ok(u)
                 };
                 let pread = |file| PreadBackend::new(file, (qd as usize).min(MAX_PREAD_THREADS));
+                let mut fallback = None;
                 let b: Box<dyn Backend> = match backend {
                     BackendKind::Pread => Box::new(pread(file).map_err(open_err)?),
                     BackendKind::Uring => Box::new(uring(file).map_err(open_err)?),
@@ -240,6 +330,7 @@ impl<'t> RowReader<'t> {
                         match uring(file) {
                             Ok(u) => Box::new(u),
                             Err(e) => {
+                                fallback = Some(format!("io_uring unavailable ({e})"));
                                 static LOGGED: AtomicBool = AtomicBool::new(false);
                                 if !LOGGED.swap(true, Ordering::Relaxed) {
                                     eprintln!(
@@ -252,6 +343,8 @@ impl<'t> RowReader<'t> {
                     }
                 };
                 let mut d = Direct::new(table, b, o_direct, opts);
+                d.fallback = fallback;
+                d.queue_depth = Some(qd);
                 d.hot = HotPrefix::load(&d, opts.hot_bytes)?;
                 r.direct = Some(Arc::new(d));
             }
@@ -295,6 +388,49 @@ impl<'t> RowReader<'t> {
         self.mode
     }
 
+    /// How this reader was resolved at open: mode, backend (and why `Auto` fell
+    /// back to pread), queue depth, `O_DIRECT` or buffered, hot prefix. Its
+    /// `Display` is the one-line description `scone info --mode` prints.
+    pub fn mode_info(&self) -> ModeInfo {
+        let mut m = ModeInfo {
+            mode: match self.mode {
+                ReadMode::Mmap => "mmap",
+                ReadMode::Resident => "resident",
+                ReadMode::Direct { .. } => "direct",
+            },
+            backend: self.backend_name(),
+            queue_depth: None,
+            pread_threads: None,
+            fallback: None,
+            o_direct: self.is_o_direct(),
+            hot_rows: self.hot_rows(),
+            hot_bytes: self.hot_bytes(),
+            sqpoll: self.direct.as_ref().and_then(|d| d.backend.sqpoll()).unwrap_or(false),
+        };
+        if let Some(d) = &self.direct {
+            if let Some(qd) = d.queue_depth {
+                m.queue_depth = Some(qd);
+                if d.backend.name() == "pread" {
+                    m.pread_threads = Some((qd as usize).min(MAX_PREAD_THREADS));
+                }
+            }
+            m.fallback = d.fallback.clone();
+        }
+        m
+    }
+
+    /// [`mode_info`](Self::mode_info) as one line, e.g.
+    /// `direct (io_uring, queue depth 128, O_DIRECT, hot prefix 0 rows)`.
+    pub fn describe(&self) -> String {
+        self.mode_info().to_string()
+    }
+
+    /// Bounce buffers registered with a direct reader's io_uring now
+    /// (`ReaderOptions::registered_buffers`); 0 otherwise.
+    pub fn registered_buffers(&self) -> usize {
+        self.direct.as_ref().map_or(0, |d| d.backend.registered_buffers())
+    }
+
     /// The backend's name ("io_uring", "pread", ...), for direct readers.
     pub fn backend_name(&self) -> Option<&'static str> {
         self.direct.as_ref().map(|d| d.backend.name())
@@ -324,6 +460,13 @@ impl<'t> RowReader<'t> {
     /// [`MISS_SLOT`] rows are zero; any other slot beyond the table is an error,
     /// and so is every failed read (never a zero row in its place). On error
     /// nothing is promised of `out`.
+    ///
+    /// A direct reader reads cold rows straight into `out`, with no bounce copy
+    /// (`ReadStats::bounce_bytes == 0`), when `out` is 4096-aligned (an
+    /// [`AlignedBuf`], or pinned host memory) and the table's rows are too:
+    /// `row_bytes == row_stride`, a multiple of 4096. Rows adjacent in the file
+    /// and in `out` go in one read; a duplicate is read once and copied to its
+    /// other positions. Otherwise rows go through the aligned bounce buffer.
     pub fn read_rows(&self, slots: &[u32], out: &mut [u8]) -> Result<ReadStats, ReadError> {
         if let Some(d) = &self.direct {
             return d.read_rows(slots, out);
@@ -421,6 +564,8 @@ impl Direct {
             bounces: Mutex::new(Vec::new()),
             bounce_bytes: opts.bounce_bytes.max(MAX_SPAN as usize),
             hot: None,
+            fallback: None,
+            queue_depth: None,
         }
     }
 
@@ -501,6 +646,10 @@ impl Direct {
         if spans.is_empty() {
             return Ok(stats);
         }
+        if self.reads_into(out) {
+            self.read_into_out(&order, &cold, out, &mut stats)?;
+            return Ok(stats);
+        }
 
         let mut bounce = self.bounces.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let res = self.read_spans(&spans, &order, &cold, &mut bounce, out, &mut stats);
@@ -508,6 +657,75 @@ impl Direct {
             self.bounces.lock().unwrap_or_else(|p| p.into_inner()).push(b);
         }
         res.map(|()| stats)
+    }
+
+    /// Whether cold rows can be read straight into `out`: every row's file
+    /// range and its place in `out` are 4096-aligned and the same length.
+    fn reads_into(&self, out: &[u8]) -> bool {
+        let a = DIRECT_ALIGN as usize;
+        self.row_bytes > 0
+            && self.row_bytes as u64 == self.stride
+            && self.row_bytes.is_multiple_of(a)
+            && self.rows_offset.is_multiple_of(DIRECT_ALIGN)
+            && (out.as_ptr() as usize).is_multiple_of(a)
+    }
+
+    /// Reads each cold unique row into its first output position (runs adjacent
+    /// both in the file and in `out` as one read, up to [`MAX_SPAN`]), then
+    /// copies it to its other positions. Needs [`reads_into`](Self::reads_into).
+    fn read_into_out(
+        &self,
+        order: &[(u32, u32)],
+        cold: &[(usize, usize)],
+        out: &mut [u8],
+        stats: &mut ReadStats,
+    ) -> Result<(), ReadError> {
+        let rb = self.row_bytes;
+        // (first output position, rows, file offset): one read each.
+        let mut runs: Vec<(usize, usize, u64)> = Vec::new();
+        for &(a, _) in cold {
+            let (slot, pos) = (order[a].0, order[a].1 as usize);
+            match runs.last_mut() {
+                Some((p, n, off))
+                    if *p + *n == pos
+                        && *off + (*n * rb) as u64 == self.offset(slot)
+                        && ((*n + 1) * rb) as u64 <= MAX_SPAN =>
+                {
+                    *n += 1
+                }
+                _ => runs.push((pos, 1, self.offset(slot))),
+            }
+        }
+        stats.reads_submitted = runs.len();
+        // Disjoint slices of `out`, taken in output order.
+        runs.sort_unstable_by_key(|r| r.0);
+        let mut reqs: Vec<ReadReq<'_>> = Vec::with_capacity(runs.len());
+        let mut rest: &mut [u8] = &mut out[..];
+        let mut at = 0usize;
+        for &(pos, n, off) in &runs {
+            let (_, tail) = rest.split_at_mut(pos * rb - at);
+            let (head, tail) = tail.split_at_mut(n * rb);
+            reqs.push(ReadReq::new(off, head, n * rb));
+            rest = tail;
+            at = (pos + n) * rb;
+        }
+        self.backend.read_batch(&mut reqs).map_err(|e| self.io_err(e.offset, e.source))?;
+        for r in &reqs {
+            if r.filled < r.need {
+                let msg = format!("backend returned {} of {} bytes", r.filled, r.need);
+                let e = io::Error::new(io::ErrorKind::UnexpectedEof, msg);
+                return Err(self.io_err(r.offset + r.filled as u64, e));
+            }
+            stats.bytes_read += r.filled as u64;
+        }
+        drop(reqs);
+        for &(a, b) in cold {
+            let src = order[a].1 as usize * rb;
+            for &(_, pos) in &order[a + 1..b] {
+                out.copy_within(src..src + rb, pos as usize * rb);
+            }
+        }
+        Ok(())
     }
 
     /// Reads `spans` through the bounce buffer, group by group, and copies their
@@ -535,10 +753,16 @@ impl Direct {
             }
             let group = &spans[g0..g1];
             if bounce.as_ref().is_none_or(|b| (b.len() as u64) < total) {
-                *bounce = None;
+                // Unregistered before it is unmapped (Backend::register_buffer's contract).
+                if let Some(old) = bounce.take() {
+                    self.backend.unregister_buffer(&old);
+                }
                 let len = total.max(self.bounce_bytes as u64) as usize;
                 // Anonymous mappings are page-aligned: every span starts 4096-aligned.
-                let m = MmapOptions::new().len(len).map_anon().map_err(|e| self.io_err(group[0].start, e))?;
+                let mut m = MmapOptions::new().len(len).map_anon().map_err(|e| self.io_err(group[0].start, e))?;
+                // Kept registered while pooled; `backend` is dropped (the ring closed)
+                // before `bounces` (field order), so no registration outlives its buffer.
+                self.backend.register_buffer(&mut m);
                 *bounce = Some(m);
             }
             let buf: &mut [u8] = bounce.as_mut().map_or(&mut [], |b| &mut b[..]);
@@ -557,6 +781,7 @@ impl Direct {
                     return Err(self.io_err(r.offset + r.filled as u64, e));
                 }
                 stats.bytes_read += r.filled as u64;
+                stats.bounce_bytes += r.filled as u64;
             }
             drop(reqs);
             let buf: &[u8] = bounce.as_ref().map_or(&[], |b| &b[..]);
