@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use engine::read::{BackendKind, ReadMode, ReadStats, ReaderOptions, RowReader};
+use engine::read::{AlignedBuf, BackendKind, ReadMode, ReadStats, ReaderOptions, RowReader};
 use engine::Table;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -109,6 +109,34 @@ pub fn quantile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
+/// The median of `v` (the mean of the middle two for an even count); NaN if empty.
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+/// The smallest and largest of `v` (NaN, NaN if empty).
+pub fn min_max(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)))
+}
+
+/// Where [`measure`] reads rows into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutBuf {
+    /// A `Vec<u8>` (not 4096-aligned: the direct reader goes through its bounce buffer).
+    Vec,
+    /// An [`AlignedBuf`]: 4 KiB rows are read straight into it (`bounce_bytes` 0).
+    Aligned,
+}
+
 /// One measured workload.
 #[derive(Clone, Debug)]
 pub struct Figure {
@@ -122,29 +150,49 @@ pub struct Figure {
     /// Rows read from storage per second (unique rows not in the hot prefix).
     pub storage_rows_per_s: f64,
     pub batches: usize,
+    /// Bytes that went through the reader's bounce buffer (`ReadStats::bounce_bytes`, summed).
+    pub bounce_bytes: u64,
 }
 
-/// Reads pre-drawn batches round-robin for `seconds` through `reader`.
-pub fn measure(name: &str, qd: u32, reader: &RowReader<'_>, batches: &[Vec<u32>], seconds: f64) -> Result<Figure> {
+/// Reads pre-drawn batches round-robin for `seconds` through `reader` into `out`.
+pub fn measure(
+    name: &str,
+    qd: u32,
+    reader: &RowReader<'_>,
+    batches: &[Vec<u32>],
+    seconds: f64,
+    out: OutBuf,
+) -> Result<Figure> {
     let rb = reader.row_bytes();
-    let mut out = vec![0u8; batches[0].len() * rb];
+    let len = batches[0].len() * rb;
+    let (mut vec_out, mut aligned_out);
+    let out: &mut [u8] = match out {
+        OutBuf::Vec => {
+            vec_out = vec![0u8; len];
+            &mut vec_out
+        }
+        OutBuf::Aligned => {
+            aligned_out = AlignedBuf::new(len).context("allocating the aligned output buffer")?;
+            &mut aligned_out
+        }
+    };
     let mut lat = Vec::new();
     let mut total = ReadStats::default();
     // One untimed batch (ring and bounce buffer set up).
-    reader.read_rows(&batches[0], &mut out)?;
+    reader.read_rows(&batches[0], out)?;
     let t0 = Instant::now();
     let deadline = Duration::from_secs_f64(seconds);
     let mut i = 1;
     while t0.elapsed() < deadline {
         let b = &batches[i % batches.len()];
         let t = Instant::now();
-        let st = reader.read_rows(b, &mut out)?;
+        let st = reader.read_rows(b, out)?;
         lat.push(t.elapsed().as_secs_f64());
         total.add(&st);
         i += 1;
     }
     let secs = t0.elapsed().as_secs_f64();
-    std::hint::black_box(&out);
+    std::hint::black_box(&*out);
     lat.sort_by(f64::total_cmp);
     Ok(Figure {
         workload: name.to_string(),
@@ -156,6 +204,7 @@ pub fn measure(name: &str, qd: u32, reader: &RowReader<'_>, batches: &[Vec<u32>]
         hit_ratio: total.hit_ratio(),
         storage_rows_per_s: total.rows_read as f64 / secs,
         batches: lat.len(),
+        bounce_bytes: total.bounce_bytes,
     })
 }
 
@@ -204,7 +253,109 @@ pub fn measure_tickets(
         hit_ratio: total.hit_ratio(),
         storage_rows_per_s: total.rows_read as f64 / secs,
         batches: lat.len(),
+        bounce_bytes: total.bounce_bytes,
     })
+}
+
+/// The ceiling and one scone workload at one queue depth, measured alternately.
+#[derive(Clone, Debug)]
+pub struct Interleaved {
+    pub qd: u32,
+    /// Ceiling IOPS in measurement order (`reps + 1` of them).
+    pub ceilings: Vec<f64>,
+    /// The scone runs in measurement order (`reps`), the k-th between ceilings k and k + 1.
+    pub runs: Vec<Figure>,
+}
+
+impl Interleaved {
+    /// Storage reads/s of each scone run, in order.
+    pub fn scone_reads(&self) -> Vec<f64> {
+        self.runs.iter().map(|f| f.storage_rows_per_s).collect()
+    }
+
+    /// Median scone storage reads/s over the median ceiling IOPS.
+    pub fn ratio(&self) -> f64 {
+        median(&self.scone_reads()) / median(&self.ceilings)
+    }
+
+    /// Bounce-buffer bytes summed over the scone runs.
+    pub fn bounce_bytes(&self) -> u64 {
+        self.runs.iter().map(|f| f.bounce_bytes).sum()
+    }
+
+    /// "ceiling 51234, scone 47000, ceiling ..." in measurement order.
+    pub fn sequence(&self) -> String {
+        let mut parts = Vec::new();
+        for (i, c) in self.ceilings.iter().enumerate() {
+            parts.push(format!("ceiling {}", f3(*c)));
+            if let Some(f) = self.runs.get(i) {
+                parts.push(format!("scone {}", f3(f.storage_rows_per_s)));
+            }
+        }
+        parts.join(", ")
+    }
+}
+
+/// Alternates `ceiling` and `scone` `reps` times, starting and ending with the
+/// ceiling: ceiling(0), scone(0), ceiling(1), ..., scone(reps - 1), ceiling(reps).
+pub fn interleave(
+    qd: u32,
+    reps: usize,
+    mut ceiling: impl FnMut(usize) -> Result<f64>,
+    mut scone: impl FnMut(usize) -> Result<Figure>,
+) -> Result<Interleaved> {
+    if reps == 0 {
+        bail!("--reps must be at least 1");
+    }
+    let mut ceilings = vec![ceiling(0)?];
+    let mut runs = Vec::with_capacity(reps);
+    for i in 0..reps {
+        runs.push(scone(i)?);
+        ceilings.push(ceiling(i + 1)?);
+    }
+    Ok(Interleaved { qd, ceilings, runs })
+}
+
+/// The interleaved uniform-vs-ceiling table: medians, their ratio (the IOPS
+/// goal at QD >= 32), min/max of both, and the bounce-buffer bytes.
+pub fn interleaved_markdown(rows: &[Interleaved], target_ratio: f64) -> String {
+    let mut s = String::from(
+        "| QD | ceiling runs | ceiling IOPS median | ceiling min | ceiling max | uniform runs | uniform reads/s median \
+         | uniform min | uniform max | median / median | p50 batch ms | p99 batch ms | bounce bytes | goal |\n",
+    );
+    s.push_str("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
+    for r in rows {
+        let (cmin, cmax) = min_max(&r.ceilings);
+        let reads = r.scone_reads();
+        let (smin, smax) = min_max(&reads);
+        let ratio = r.ratio();
+        let goal = if r.qd >= 32 {
+            let met = if ratio >= target_ratio { "met" } else { "not met" };
+            format!("≥ {:.0} % of ceiling: {met}", target_ratio * 100.0)
+        } else {
+            "—".into()
+        };
+        let p50: Vec<f64> = r.runs.iter().map(|f| f.p50_ms).collect();
+        let p99: Vec<f64> = r.runs.iter().map(|f| f.p99_ms).collect();
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.qd,
+            r.ceilings.len(),
+            f3(median(&r.ceilings)),
+            f3(cmin),
+            f3(cmax),
+            r.runs.len(),
+            f3(median(&reads)),
+            f3(smin),
+            f3(smax),
+            f3(ratio),
+            f3(median(&p50)),
+            f3(median(&p99)),
+            r.bounce_bytes(),
+            goal
+        ));
+    }
+    s
 }
 
 /// `count` batches of `batch` uniform slots in `0..rows`.
@@ -256,12 +407,12 @@ fn f3(v: f64) -> String {
     crate::report::fmt(Some(v))
 }
 
-/// The results table. `ceilings[i]` is the IOPS of `qds[i]`.
+/// The results table. `ceilings[i]` is the IOPS of `qds[i]` (the median of the interleaved runs).
 pub fn markdown(figs: &[Figure], qds: &[u32], ceilings: &[f64], target_ratio: f64, zipf_goal: f64) -> String {
     let mut s = String::from(
-        "| workload | QD | rows/s | GB/s | p50 batch ms | p99 batch ms | hot hit ratio | storage reads/s | ceiling IOPS | reads/ceiling | goal |\n",
+        "| workload | QD | rows/s | GB/s | p50 batch ms | p99 batch ms | hot hit ratio | storage reads/s | ceiling IOPS | reads/ceiling | bounce bytes | goal |\n",
     );
-    s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
+    s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
     for f in figs {
         let ceil = qds.iter().position(|&q| q == f.qd).map(|i| ceilings[i]).unwrap_or(f64::NAN);
         let ratio = f.storage_rows_per_s / ceil;
@@ -282,7 +433,7 @@ pub fn markdown(figs: &[Figure], qds: &[u32], ceilings: &[f64], target_ratio: f6
             "—".into()
         };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             f.workload,
             f.qd,
             f3(f.rows_per_s),
@@ -293,6 +444,7 @@ pub fn markdown(figs: &[Figure], qds: &[u32], ceilings: &[f64], target_ratio: f6
             f3(f.storage_rows_per_s),
             f3(ceil),
             f3(ratio),
+            f.bounce_bytes,
             goal
         ));
     }
@@ -334,13 +486,73 @@ mod tests {
         let mode = ReadMode::Direct { backend: BackendKind::Auto, queue_depth: 8 };
         let r = RowReader::open_with(&t, mode, ReaderOptions { hot_bytes: 200 * 4096, ..Default::default() }).unwrap();
         let b = uniform_batches(2000, 256, 4, 3);
-        let s = measure("uniform", 8, &r, &b, 0.2).unwrap();
+        let s = measure("uniform", 8, &r, &b, 0.2, OutBuf::Vec).unwrap();
+        let a = measure("uniform", 8, &r, &b, 0.2, OutBuf::Aligned).unwrap();
         let k = measure_tickets("uniform, 4 tickets", 8, &r, &b, 0.2, 4).unwrap();
-        for f in [&s, &k] {
+        // 4 KiB rows into a 4096-aligned buffer: no bounce copy; a Vec goes through it.
+        assert_eq!(a.bounce_bytes, 0, "{a:?}");
+        assert!(s.bounce_bytes > 0, "{s:?}");
+        for f in [&s, &a, &k] {
             assert!(f.batches > 0 && f.rows_per_s > 0.0 && f.storage_rows_per_s > 0.0, "{f:?}");
             assert!(f.hit_ratio > 0.05 && f.hit_ratio < 0.15, "{f:?}");
             assert!(f.p50_ms <= f.p99_ms);
         }
+    }
+
+    #[test]
+    fn medians_and_ranges() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
+        assert_eq!(min_max(&[2.0, 5.0, 1.0]), (1.0, 5.0));
+        assert!(min_max(&[]).0.is_nan());
+    }
+
+    fn fig(reads: f64) -> Figure {
+        Figure {
+            workload: "uniform".into(),
+            qd: 32,
+            rows_per_s: reads,
+            gb_per_s: 0.0,
+            p50_ms: 1.0,
+            p99_ms: 2.0,
+            hit_ratio: 0.0,
+            storage_rows_per_s: reads,
+            batches: 1,
+            bounce_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn interleave_alternates_starting_and_ending_with_the_ceiling() {
+        let order = std::cell::RefCell::new(Vec::new());
+        let ceil = [100.0, 80.0, 120.0, 90.0];
+        let scone = [95.0, 70.0, 85.0];
+        let r = interleave(
+            32,
+            3,
+            |i| {
+                order.borrow_mut().push(format!("c{i}"));
+                Ok(ceil[i])
+            },
+            |i| {
+                order.borrow_mut().push(format!("s{i}"));
+                Ok(fig(scone[i]))
+            },
+        )
+        .unwrap();
+        assert_eq!(order.into_inner(), ["c0", "s0", "c1", "s1", "c2", "s2", "c3"]);
+        assert_eq!(r.ceilings, ceil);
+        // median scone 85, median ceiling (90 + 100) / 2 = 95.
+        assert!((r.ratio() - 85.0 / 95.0).abs() < 1e-12);
+        assert_eq!(
+            r.sequence(),
+            "ceiling 100, scone 95.0, ceiling 80.0, scone 70.0, ceiling 120, scone 85.0, ceiling 90.0"
+        );
+        let md = interleaved_markdown(&[r], 0.9);
+        assert!(md.lines().nth(2).unwrap().ends_with("| 0 | ≥ 90 % of ceiling: not met |"), "{md}");
+        assert_eq!(md.lines().next().unwrap().matches('|').count(), md.lines().nth(2).unwrap().matches('|').count());
+        assert!(interleave(1, 0, |_| Ok(1.0), |_| Ok(fig(1.0))).is_err());
     }
 
     #[test]

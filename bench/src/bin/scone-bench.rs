@@ -43,6 +43,10 @@ struct NvmeArgs {
     /// Seconds per measurement (ceiling and each workload).
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Per queue depth, the ceiling and the uniform workload alternate this many
+    /// times (ceiling, uniform, ..., uniform, ceiling); medians are compared.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
     #[arg(long, default_value_t = 4096)]
     batch: usize,
     /// Hot prefix for the Zipf workload, as a fraction of the rows.
@@ -109,32 +113,49 @@ fn nvme(a: NvmeArgs) -> Result<()> {
     log(t0, "drawing batches");
     let uniform = n::uniform_batches(rows, a.batch, 256, 1);
     let zipf = n::zipf_batches(rows, synth::ZIPF_S, a.batch, 256, 2);
-    let mut dropped = true;
-    let mut ceilings = Vec::new();
+    ensure!(a.reps >= 1, "--reps must be at least 1");
+    let tool_short = if matches!(tool, CeilingTool::Fio) { "fio" } else { "uring-ceiling" };
+    let dropped = std::cell::Cell::new(true);
+    let drop_caches = || dropped.set(dropped.get() & n::drop_caches());
+    let secs = a.seconds as f64;
+    let mut interleaved = Vec::new();
     let mut figs = Vec::new();
     for &qd in &a.queue_depths {
-        dropped &= n::drop_caches();
-        log(
-            t0,
-            &format!("QD {qd}: ceiling ({})", if matches!(tool, CeilingTool::Fio) { "fio" } else { "uring-ceiling" }),
-        );
-        ceilings.push(tool.iops(&path, qd, a.seconds)?);
-        let secs = a.seconds as f64;
-        dropped &= n::drop_caches();
-        log(t0, &format!("QD {qd}: uniform"));
-        figs.push(n::measure("uniform", qd, &n::reader(&table, qd, 0)?, &uniform, secs)?);
-        dropped &= n::drop_caches();
+        let il = n::interleave(
+            qd,
+            a.reps,
+            |i| {
+                drop_caches();
+                log(t0, &format!("QD {qd}: ceiling ({tool_short}) {}/{}", i + 1, a.reps + 1));
+                tool.iops(&path, qd, a.seconds)
+            },
+            |i| {
+                drop_caches();
+                log(t0, &format!("QD {qd}: uniform (aligned output) {}/{}", i + 1, a.reps));
+                let f = n::measure("uniform", qd, &n::reader(&table, qd, 0)?, &uniform, secs, n::OutBuf::Aligned)?;
+                if f.bounce_bytes != 0 {
+                    log(t0, &format!("warning: {} bytes went through the bounce buffer", f.bounce_bytes));
+                }
+                Ok(f)
+            },
+        )?;
+        log(t0, &format!("QD {qd}: {}; median ratio {:.3}", il.sequence(), il.ratio()));
+        interleaved.push(il);
+        drop_caches();
         log(t0, &format!("QD {qd}: uniform, 4 tickets in flight"));
         figs.push(n::measure_tickets("uniform, 4 tickets", qd, &n::reader(&table, qd, 0)?, &uniform, secs, 4)?);
         log(t0, &format!("QD {qd}: zipf, no cache"));
-        figs.push(n::measure("zipf, no cache", qd, &n::reader(&table, qd, 0)?, &zipf, secs)?);
-        dropped &= n::drop_caches();
+        figs.push(n::measure("zipf, no cache", qd, &n::reader(&table, qd, 0)?, &zipf, secs, n::OutBuf::Vec)?);
+        drop_caches();
         let r = n::reader(&table, qd, hot_bytes)?;
         log(t0, &format!("QD {qd}: zipf, hot prefix of {} rows ({} MiB)", r.hot_rows(), r.hot_bytes() >> 20));
-        figs.push(n::measure("zipf, 10 % hot prefix", qd, &r, &zipf, secs)?);
+        figs.push(n::measure("zipf, 10 % hot prefix", qd, &r, &zipf, secs, n::OutBuf::Vec)?);
         drop(r);
-        figs.push(n::measure("uniform, 10 % hot prefix", qd, &n::reader(&table, qd, hot_bytes)?, &uniform, secs)?);
+        let r = n::reader(&table, qd, hot_bytes)?;
+        figs.push(n::measure("uniform, 10 % hot prefix", qd, &r, &uniform, secs, n::OutBuf::Vec)?);
     }
+    let ceilings: Vec<f64> = interleaved.iter().map(|il| n::median(&il.ceilings)).collect();
+    let dropped = dropped.get();
     let (cpu, cores) = machine();
     println!(
         "scone-bench nvme, {}: {cpu} ({cores} logical cores); table {} ({:.2} GiB, {rows} rows of 4 KiB, {}); \
@@ -149,7 +170,27 @@ fn nvme(a: NvmeArgs) -> Result<()> {
         tool.name(),
         if dropped { "dropped before each measurement" } else { "not dropped (not permitted): O_DIRECT bypasses it" },
     );
+    println!(
+        "Uniform against the ceiling, interleaved: per queue depth {} ceiling runs and {} uniform runs alternated \
+         (ceiling first and last); medians (the mean of the middle two for an even count), their ratio (the IOPS \
+         goal at QD >= 32) and min/max of both. Uniform reads land in a 4096-aligned buffer (engine::read::AlignedBuf); \
+         bounce bytes is ReadStats::bounce_bytes summed over its runs (0: no bounce copy). p50/p99: medians over runs.\n",
+        a.reps + 1,
+        a.reps
+    );
+    print!("{}", n::interleaved_markdown(&interleaved, 0.9));
+    println!();
+    for il in &interleaved {
+        println!("- QD {}, in order: {}", il.qd, il.sequence());
+    }
+    println!();
+    println!(
+        "Other workloads, measured once each (output in a Vec<u8>, so through the bounce buffer; tickets own \
+         theirs); ceiling IOPS is the QD's median above.\n"
+    );
     print!("{}", n::markdown(&figs, &a.queue_depths, &ceilings, 0.9, 3.0));
+    println!();
+    println!("wall time {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())
 }
 
