@@ -51,6 +51,13 @@ pub struct PipelineConfig {
     /// CPU gather + copy, or zero-copy kernel gather (default: CPU gather;
     /// see [`GatherMode::auto`]).
     pub mode: GatherMode,
+    /// GPU hot cache size in bytes (default 0: none), zero-copy mode only
+    /// (ignored by the CPU gather). The first `gpu_cache_bytes / row
+    /// stride` rows (at most all; tables are laid out hottest-first, so
+    /// these are the most frequent f-grams) are copied to device memory
+    /// once at setup, and the gather kernel reads those slots from there
+    /// instead of over the bus.
+    pub gpu_cache_bytes: usize,
 }
 
 impl PipelineConfig {
@@ -63,6 +70,7 @@ impl PipelineConfig {
             gather_threads: 0,
             write_combined: false,
             mode: GatherMode::CpuGather,
+            gpu_cache_bytes: 0,
         }
     }
 }
@@ -121,6 +129,7 @@ pub struct BatchHandle {
     positions: usize,
     row_bytes: usize,
     hits: usize,
+    cache_hits: usize,
     event: CopyEvent,
 }
 
@@ -153,6 +162,13 @@ impl BatchHandle {
     /// Positions with a matched f-gram.
     pub fn hit_count(&self) -> usize {
         self.hits
+    }
+
+    /// Positions whose row the kernel read from the GPU hot cache (zero-copy
+    /// mode with [`PipelineConfig::gpu_cache_bytes`]; 0 otherwise). The
+    /// other hits crossed the bus.
+    pub fn cache_hits(&self) -> usize {
+        self.cache_hits
     }
 
     /// Completes when both copies of this batch have finished.
@@ -208,7 +224,8 @@ impl<'t> LookupPipeline<'t> {
             GatherMode::CpuGather => (mask_offset, None),
             GatherMode::ZeroCopy => {
                 let slot_bytes = cfg.max_positions * 4;
-                (slot_bytes, Some((ZeroCopyRows::new(table, &gpu)?, gpu.alloc_device(slot_bytes)?)))
+                let rows = ZeroCopyRows::new(table, &gpu, cfg.gpu_cache_bytes)?;
+                (slot_bytes, Some((rows, gpu.alloc_device(slot_bytes)?)))
             }
         };
         let ring = StagingRing::new(&gpu, cfg.ring_len, stage_mask_offset + cfg.max_positions, cfg.write_combined)?;
@@ -247,6 +264,12 @@ impl<'t> LookupPipeline<'t> {
     /// copied into pinned memory at setup.
     pub fn zero_copy_source(&self) -> Option<ZeroCopySource> {
         self.zero_copy.as_ref().map(|(z, _)| z.source())
+    }
+
+    /// Rows held in the GPU hot cache (slots `0..gpu_cached_rows()`); 0
+    /// without a cache or in CPU-gather mode.
+    pub fn gpu_cached_rows(&self) -> usize {
+        self.zero_copy.as_ref().map_or(0, |(z, _)| z.cached_rows() as usize)
     }
 
     /// Bytes per output row (`dim * dtype size`, the table's dtype).
@@ -289,9 +312,16 @@ impl<'t> LookupPipeline<'t> {
             None => (self.gpu.alloc_device(self.mask_offset)?, self.gpu.alloc_device(self.cfg.max_positions)?),
         };
         match self.stage_and_copy(tokens, start, &mut rows, &mut mask) {
-            Ok((hits, event)) => {
-                Ok(BatchHandle { gpu: self.gpu.clone(), rows, mask, positions, row_bytes: self.row_bytes, hits, event })
-            }
+            Ok((hits, cache_hits, event)) => Ok(BatchHandle {
+                gpu: self.gpu.clone(),
+                rows,
+                mask,
+                positions,
+                row_bytes: self.row_bytes,
+                hits,
+                cache_hits,
+                event,
+            }),
             Err(e) => {
                 self.free.push((rows, mask));
                 Err(e)
@@ -305,7 +335,7 @@ impl<'t> LookupPipeline<'t> {
         start: usize,
         rows: &mut DeviceBuffer,
         mask: &mut DeviceBuffer,
-    ) -> Result<(usize, CopyEvent), BridgeError> {
+    ) -> Result<(usize, usize, CopyEvent), BridgeError> {
         let positions = tokens.len() - start;
         if self.zero_copy.is_some() {
             return self.stage_zero_copy(tokens, start, rows, mask);
@@ -326,18 +356,19 @@ impl<'t> LookupPipeline<'t> {
         )?;
         slot.copy_to_device(0..rows_len, rows, 0)?;
         slot.copy_to_device(self.mask_offset..self.mask_offset + positions, mask, 0)?;
-        Ok((hits, slot.finish()?))
+        Ok((hits, 0, slot.finish()?))
     }
 
     /// Zero-copy batch: match, write the slots and mask into the staging
-    /// buffer, copy both, launch the gather kernel into `rows`.
+    /// buffer, copy both, launch the gather kernel into `rows`. Returns
+    /// (hits, hits served from the GPU hot cache, event).
     fn stage_zero_copy(
         &mut self,
         tokens: &[u32],
         start: usize,
         rows: &mut DeviceBuffer,
         mask: &mut DeviceBuffer,
-    ) -> Result<(usize, CopyEvent), BridgeError> {
+    ) -> Result<(usize, usize, CopyEvent), BridgeError> {
         let positions = tokens.len() - start;
         self.hits.clear();
         self.matcher.match_into(tokens, start, &mut self.hits);
@@ -358,7 +389,9 @@ impl<'t> LookupPipeline<'t> {
         slot.copy_to_device(0..positions * 4, dev_slots, 0)?;
         slot.copy_to_device(self.stage_mask_offset..self.stage_mask_offset + positions, mask, 0)?;
         zc.launch(&self.gpu, &self.slots, dev_slots, rows)?;
-        Ok((hits, slot.finish()?))
+        let cached = zc.cached_rows();
+        let cache_hits = self.slots.iter().filter(|&&s| s < cached).count();
+        Ok((hits, cache_hits, slot.finish()?))
     }
 
     /// Returns a finished batch's device buffers for reuse by later batches

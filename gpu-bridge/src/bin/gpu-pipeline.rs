@@ -16,7 +16,16 @@
 //! - `zc-serial` / `zc-pipelined`: `GatherMode::ZeroCopy` (the table opened a
 //!   second time with resident rows, registered in place with
 //!   `cuMemHostRegister`; only slots and mask are copied, a GPU kernel reads
-//!   the rows over the bus), submit-and-wait and back to back.
+//!   the rows over the bus), submit-and-wait and back to back;
+//! - `zipf-zc` / `zipf-zc-c10`: zero-copy pipelined (back to back) on
+//!   Zipf(1.1) batches, without a GPU cache and with a GPU hot cache of 10 %
+//!   of the rows (`PipelineConfig::gpu_cache_bytes`), followed by delivered
+//!   rows/s over the copy ceiling in rows/s (`x ceiling`) and the share of
+//!   positions served from the GPU cache. Zipf batches: f-gram ranks r drawn
+//!   from Zipf(1.1) over the table's rows (slot r = rank r: the table is
+//!   hottest-first) and written as token pairs (r / VOCAB, r % VOCAB), so the
+//!   second position of each pair looks up rank r and the first the
+//!   junction bigram (previous pair's second token, this pair's first).
 //!
 //! Usage: `gpu-pipeline [--rows N] [--seconds S] [--dir DIR] [--host-only] [--resident-rows]`.
 //! `--rows N` (default 500000): rows of the d = 1024 table; the d = 2048 table
@@ -37,6 +46,8 @@ use gpu_bridge::{probe_bandwidth, BridgeError, GatherMode, Gpu, LookupPipeline, 
 /// Vocabulary: f-gram (a, b) is row a * VOCAB + b.
 const VOCAB: u32 = 1024;
 const BATCHES: [usize; 3] = [1024, 4096, 16384];
+/// Zipf exponent of the skewed batches.
+const ZIPF_S: f64 = 1.1;
 /// Distinct token batches cycled per configuration.
 const POOL: usize = 16;
 const MIN_BATCHES: usize = 50;
@@ -147,6 +158,37 @@ fn token_pool(rows: usize, positions: usize, seed: u64) -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// Zipf(ZIPF_S) batches over `rows` ranks (see the module doc): each pair of
+/// tokens (r / VOCAB, r % VOCAB) spells the f-gram at slot r.
+fn zipf_pool(rows: usize, positions: usize, seed: u64) -> Vec<Vec<u32>> {
+    let mut cdf = Vec::with_capacity(rows);
+    let mut acc = 0.0;
+    for r in 1..=rows {
+        acc += (r as f64).powf(-ZIPF_S);
+        cdf.push(acc);
+    }
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut uniform = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..POOL)
+        .map(|_| {
+            let mut t = Vec::with_capacity(positions + 1);
+            while t.len() < positions {
+                let u = uniform() * acc;
+                let r = cdf.partition_point(|&c| c < u).min(rows - 1);
+                t.push((r / VOCAB as usize) as u32);
+                t.push((r % VOCAB as usize) as u32);
+            }
+            t.truncate(positions);
+            t
+        })
+        .collect()
+}
+
 struct Stats {
     mode: &'static str,
     batches: usize,
@@ -155,6 +197,10 @@ struct Stats {
     bytes: usize,
     lat_ms: Vec<f64>,
     hit_rate: Option<f64>,
+    /// Share of positions served from the GPU hot cache.
+    cache_share: f64,
+    /// Printed on a line of its own after the row.
+    note: String,
 }
 
 impl Stats {
@@ -177,6 +223,9 @@ impl Stats {
             q(0.5),
             q(0.99),
         );
+        if !self.note.is_empty() {
+            println!("{:>5} {:>6}  {:<13} {}", "", "", "", self.note);
+        }
     }
 }
 
@@ -233,6 +282,28 @@ fn run(args: &Args, gpu: Option<&Gpu>) -> Result<(), String> {
             }
             None => None,
         };
+        // The same with a GPU hot cache of 10 % of the rows.
+        let mut zc_cached = match gpu {
+            Some(g) => {
+                let t = Instant::now();
+                let zt = zc_table.as_ref().unwrap_or(&table);
+                let cache_bytes = rows / 10 * zt.header().row_stride as usize;
+                let cfg = PipelineConfig {
+                    mode: GatherMode::ZeroCopy,
+                    gpu_cache_bytes: cache_bytes,
+                    ..PipelineConfig::new(BATCHES[2])
+                };
+                let p = LookupPipeline::new(zt, g, cfg).map_err(err)?;
+                println!(
+                    "zero-copy + GPU cache setup: {} rows ({:.2} GB) cached in {:.2} s",
+                    p.gpu_cached_rows(),
+                    cache_bytes as f64 / 1e9,
+                    t.elapsed().as_secs_f64()
+                );
+                Some(p)
+            }
+            None => None,
+        };
         for &batch in &BATCHES {
             let pool = token_pool(rows, batch, (dim * batch) as u64);
             let bytes = batch * (row_bytes + 1);
@@ -250,8 +321,19 @@ fn run(args: &Args, gpu: Option<&Gpu>) -> Result<(), String> {
                 lat.push(ms(t.elapsed()));
             }
             let secs = bytes as f64 / (gbps * 1e9);
-            Stats { mode: "ceiling", batches: 20, secs, positions: batch, bytes, lat_ms: lat, hit_rate: None }
-                .print(dim, batch);
+            Stats {
+                mode: "ceiling",
+                batches: 20,
+                secs,
+                positions: batch,
+                bytes,
+                lat_ms: lat,
+                hit_rate: None,
+                cache_share: 0.0,
+                note: String::new(),
+            }
+            .print(dim, batch);
+            let ceiling_rows = gbps * 1e9 / (row_bytes + 1) as f64;
             // (b) serial, (c) pipelined
             serial(&table, gpu, &pool, budget)?.print(dim, batch);
             pipelined(&table, gpu, &pool, budget, false)?.print(dim, batch);
@@ -259,6 +341,22 @@ fn run(args: &Args, gpu: Option<&Gpu>) -> Result<(), String> {
             let zc = zc_pipe.as_mut().expect("GPU present");
             drive(zc, &pool, budget, false, "zc-serial")?.print(dim, batch);
             drive(zc, &pool, budget, true, "zc-pipelined")?.print(dim, batch);
+            // Zipf(1.1): zero-copy pipelined without and with the GPU cache.
+            let zpool = zipf_pool(rows, batch, (dim * batch) as u64 + 1);
+            for (mode, p) in [("zipf-zc", zc), ("zipf-zc-c10", zc_cached.as_mut().expect("GPU present"))] {
+                let mut st = drive(p, &zpool, budget, true, mode)?;
+                let rate = st.positions as f64 / st.secs;
+                st.note = format!(
+                    "x ceiling {:.2} ({:.2} / {:.2} Mrows/s)  hits {:.1}%  from GPU cache {:.1}%",
+                    rate / ceiling_rows,
+                    rate / 1e6,
+                    ceiling_rows / 1e6,
+                    st.hit_rate.unwrap_or(0.0) * 100.0,
+                    st.cache_share * 100.0,
+                );
+                st.hit_rate = None;
+                st.print(dim, batch);
+            }
         }
     }
     Ok(())
@@ -321,6 +419,8 @@ fn host_only(table: &Table, pool: &[Vec<u32>], gpu: Option<&Gpu>, budget: Durati
         bytes: i * batch * (row_bytes + 1),
         lat_ms: lat,
         hit_rate: Some(n_hits as f64 / n_pos.max(1) as f64),
+        cache_share: 0.0,
+        note: String::new(),
     })
 }
 
@@ -342,11 +442,14 @@ fn drive(
     }
     let mut lat = Vec::new();
     let mut in_flight = VecDeque::new();
+    let (mut n_hits, mut n_cached) = (0usize, 0usize);
     let start = Instant::now();
     let mut i = 0;
     while i < MIN_BATCHES || start.elapsed() < budget {
         let t = Instant::now();
         let h = pipe.submit(&pool[i % POOL]).map_err(err)?;
+        n_hits += h.hit_count();
+        n_cached += h.cache_hits();
         if !back_to_back {
             h.wait().map_err(err)?;
         }
@@ -368,7 +471,18 @@ fn drive(
     }
     let secs = start.elapsed().as_secs_f64();
     let bytes = i * batch * (pipe.row_bytes() + 1);
-    Ok(Stats { mode, batches: i, secs, positions: i * batch, bytes, lat_ms: lat, hit_rate: None })
+    let positions = i * batch;
+    Ok(Stats {
+        mode,
+        batches: i,
+        secs,
+        positions,
+        bytes,
+        lat_ms: lat,
+        hit_rate: Some(n_hits as f64 / positions.max(1) as f64),
+        cache_share: n_cached as f64 / positions.max(1) as f64,
+        note: String::new(),
+    })
 }
 
 /// Submit and wait, one batch at a time.
@@ -394,7 +508,17 @@ fn serial(table: &Table, gpu: &Gpu, pool: &[Vec<u32>], budget: Duration) -> Resu
     }
     let secs = start.elapsed().as_secs_f64();
     let bytes = i * batch * (pipe.row_bytes() + 1);
-    Ok(Stats { mode: "serial", batches: i, secs, positions: i * batch, bytes, lat_ms: lat, hit_rate: None })
+    Ok(Stats {
+        mode: "serial",
+        batches: i,
+        secs,
+        positions: i * batch,
+        bytes,
+        lat_ms: lat,
+        hit_rate: None,
+        cache_share: 0.0,
+        note: String::new(),
+    })
 }
 
 /// Submit back to back; completions are observed at the next submit (or at
@@ -435,5 +559,15 @@ fn pipelined(table: &Table, gpu: &Gpu, pool: &[Vec<u32>], budget: Duration, wc: 
     let secs = start.elapsed().as_secs_f64();
     let bytes = i * batch * (pipe.row_bytes() + 1);
     let mode = if wc { "pipelined-wc" } else { "pipelined" };
-    Ok(Stats { mode, batches: i, secs, positions: i * batch, bytes, lat_ms: lat, hit_rate: None })
+    Ok(Stats {
+        mode,
+        batches: i,
+        secs,
+        positions: i * batch,
+        bytes,
+        lat_ms: lat,
+        hit_rate: None,
+        cache_share: 0.0,
+        note: String::new(),
+    })
 }
