@@ -8,18 +8,6 @@ use common::*;
 use engine::{Dtype, OpenOptions};
 use gpu_bridge::{BridgeError, LookupPipeline, PipelineConfig, StagingRing};
 
-/// Tokens mostly from the vocabulary (duplicates and hits), some outside it
-/// (misses).
-fn random_tokens(rng: &mut Rng, len: usize, vocab: u32) -> Vec<u32> {
-    (0..len)
-        .map(|_| match rng.below(20) {
-            0 => vocab + rng.below(5) as u32,
-            1 => u32::MAX,
-            _ => rng.below(u64::from(vocab)) as u32,
-        })
-        .collect()
-}
-
 /// What the device must hold for `tokens[start..]`: the CPU gather and mask.
 
 #[test]

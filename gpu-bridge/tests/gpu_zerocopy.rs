@@ -47,18 +47,7 @@ fn zero_copy_rows_equal_cpu_gather() {
         assert_eq!(GatherMode::auto(&table), if resident { GatherMode::ZeroCopy } else { GatherMode::CpuGather });
         let mut rng = Rng(99 + i as u64);
         let sizes = [0usize, 1, 17, max, 333, 512, 64, max];
-        let batches: Vec<Vec<u32>> = sizes
-            .iter()
-            .map(|&len| {
-                (0..len)
-                    .map(|_| match rng.below(20) {
-                        0 => vocab + rng.below(5) as u32,
-                        1 => u32::MAX,
-                        _ => rng.below(u64::from(vocab)) as u32,
-                    })
-                    .collect()
-            })
-            .collect();
+        let batches: Vec<Vec<u32>> = sizes.iter().map(|&len| random_tokens(&mut rng, len, vocab)).collect();
         // Submit all before checking any (ring of 3: back-pressure).
         let handles: Vec<_> = batches.iter().map(|t| pipe.submit(t).unwrap()).collect();
         for (tokens, h) in batches.iter().zip(handles) {
@@ -122,18 +111,7 @@ fn zero_copy_with_gpu_cache_equals_cpu_gather() {
         );
         let mut rng = Rng(7 + i as u64);
         let sizes = [0usize, 1, 17, max, 333, 512, 64, max];
-        let batches: Vec<Vec<u32>> = sizes
-            .iter()
-            .map(|&len| {
-                (0..len)
-                    .map(|_| match rng.below(20) {
-                        0 => vocab + rng.below(5) as u32,
-                        1 => u32::MAX,
-                        _ => rng.below(u64::from(vocab)) as u32,
-                    })
-                    .collect()
-            })
-            .collect();
+        let batches: Vec<Vec<u32>> = sizes.iter().map(|&len| random_tokens(&mut rng, len, vocab)).collect();
         let handles: Vec<_> = batches.iter().map(|t| pipe.submit(t).unwrap()).collect();
         let (mut total_cached, mut total_hits) = (0, 0);
         for (tokens, h) in batches.iter().zip(handles) {

@@ -709,15 +709,7 @@ impl Direct {
             rest = tail;
             at = (pos + n) * rb;
         }
-        self.backend.read_batch(&mut reqs).map_err(|e| self.io_err(e.offset, e.source))?;
-        for r in &reqs {
-            if r.filled < r.need {
-                let msg = format!("backend returned {} of {} bytes", r.filled, r.need);
-                let e = io::Error::new(io::ErrorKind::UnexpectedEof, msg);
-                return Err(self.io_err(r.offset + r.filled as u64, e));
-            }
-            stats.bytes_read += r.filled as u64;
-        }
+        stats.bytes_read += self.submit(&mut reqs)?;
         drop(reqs);
         for &(a, b) in cold {
             let src = order[a].1 as usize * rb;
@@ -726,6 +718,22 @@ impl Direct {
             }
         }
         Ok(())
+    }
+
+    /// Runs one batch of reads on the backend; a read that came back short is an
+    /// error at the first byte missing. Returns the bytes read.
+    fn submit(&self, reqs: &mut [ReadReq<'_>]) -> Result<u64, ReadError> {
+        self.backend.read_batch(reqs).map_err(|e| self.io_err(e.offset, e.source))?;
+        let mut bytes = 0;
+        for r in reqs.iter() {
+            if r.filled < r.need {
+                let msg = format!("backend returned {} of {} bytes", r.filled, r.need);
+                let e = io::Error::new(io::ErrorKind::UnexpectedEof, msg);
+                return Err(self.io_err(r.offset + r.filled as u64, e));
+            }
+            bytes += r.filled as u64;
+        }
+        Ok(bytes)
     }
 
     /// Reads `spans` through the bounce buffer, group by group, and copies their
@@ -773,16 +781,9 @@ impl Direct {
                 reqs.push(ReadReq::new(sp.start, head, (sp.need_end - sp.start) as usize));
                 rest = tail;
             }
-            self.backend.read_batch(&mut reqs).map_err(|e| self.io_err(e.offset, e.source))?;
-            for r in &reqs {
-                if r.filled < r.need {
-                    let msg = format!("backend returned {} of {} bytes", r.filled, r.need);
-                    let e = io::Error::new(io::ErrorKind::UnexpectedEof, msg);
-                    return Err(self.io_err(r.offset + r.filled as u64, e));
-                }
-                stats.bytes_read += r.filled as u64;
-                stats.bounce_bytes += r.filled as u64;
-            }
+            let bytes = self.submit(&mut reqs)?;
+            stats.bytes_read += bytes;
+            stats.bounce_bytes += bytes;
             drop(reqs);
             let buf: &[u8] = bounce.as_ref().map_or(&[], |b| &b[..]);
             let mut base = 0usize;

@@ -77,3 +77,15 @@ pub fn expected(table: &Table, tokens: &[u32], start: usize) -> (Vec<u8>, Vec<u8
     gather(table, &slots, GatherOptions { dtype: table.dtype(), max_threads: 1 }, &mut rows).unwrap();
     (rows, hits.iter().map(|h| u8::from(h.is_hit())).collect())
 }
+
+/// Tokens mostly from the vocabulary (duplicates and hits), some outside it
+/// (misses).
+pub fn random_tokens(rng: &mut Rng, len: usize, vocab: u32) -> Vec<u32> {
+    (0..len)
+        .map(|_| match rng.below(20) {
+            0 => vocab + rng.below(5) as u32,
+            1 => u32::MAX,
+            _ => rng.below(u64::from(vocab)) as u32,
+        })
+        .collect()
+}
