@@ -193,19 +193,27 @@ pub fn measure(
     }
     let secs = t0.elapsed().as_secs_f64();
     std::hint::black_box(&*out);
-    lat.sort_by(f64::total_cmp);
-    Ok(Figure {
-        workload: name.to_string(),
-        qd,
-        rows_per_s: total.rows_requested as f64 / secs,
-        gb_per_s: (total.rows_requested * rb) as f64 / secs / 1e9,
-        p50_ms: quantile(&lat, 0.5) * 1e3,
-        p99_ms: quantile(&lat, 0.99) * 1e3,
-        hit_ratio: total.hit_ratio(),
-        storage_rows_per_s: total.rows_read as f64 / secs,
-        batches: lat.len(),
-        bounce_bytes: total.bounce_bytes,
-    })
+    Ok(Figure::from_run(name, qd, rb, secs, &total, lat))
+}
+
+impl Figure {
+    /// The figure of one timed run: `secs` of wall time, the summed stats, and
+    /// the per-batch latencies in seconds.
+    fn from_run(name: &str, qd: u32, row_bytes: usize, secs: f64, total: &ReadStats, mut lat: Vec<f64>) -> Figure {
+        lat.sort_by(f64::total_cmp);
+        Figure {
+            workload: name.to_string(),
+            qd,
+            rows_per_s: total.rows_requested as f64 / secs,
+            gb_per_s: (total.rows_requested * row_bytes) as f64 / secs / 1e9,
+            p50_ms: quantile(&lat, 0.5) * 1e3,
+            p99_ms: quantile(&lat, 0.99) * 1e3,
+            hit_ratio: total.hit_ratio(),
+            storage_rows_per_s: total.rows_read as f64 / secs,
+            batches: lat.len(),
+            bounce_bytes: total.bounce_bytes,
+        }
+    }
 }
 
 /// Like [`measure`], through [`RowReader::prefetch`] with `depth` tickets in
@@ -242,19 +250,7 @@ pub fn measure_tickets(
         }
     }
     let secs = t0.elapsed().as_secs_f64();
-    lat.sort_by(f64::total_cmp);
-    Ok(Figure {
-        workload: name.to_string(),
-        qd,
-        rows_per_s: total.rows_requested as f64 / secs,
-        gb_per_s: (total.rows_requested * rb) as f64 / secs / 1e9,
-        p50_ms: quantile(&lat, 0.5) * 1e3,
-        p99_ms: quantile(&lat, 0.99) * 1e3,
-        hit_ratio: total.hit_ratio(),
-        storage_rows_per_s: total.rows_read as f64 / secs,
-        batches: lat.len(),
-        bounce_bytes: total.bounce_bytes,
-    })
+    Ok(Figure::from_run(name, qd, rb, secs, &total, lat))
 }
 
 /// The ceiling and one scone workload at one queue depth, measured alternately.
