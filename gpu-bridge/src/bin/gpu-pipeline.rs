@@ -485,89 +485,16 @@ fn drive(
     })
 }
 
-/// Submit and wait, one batch at a time.
+/// Submit and wait, one batch at a time, on the CPU-gather path.
 fn serial(table: &Table, gpu: &Gpu, pool: &[Vec<u32>], budget: Duration) -> Result<Stats, String> {
-    let err = |e: BridgeError| e.to_string();
-    let batch = pool[0].len();
-    let mut pipe = LookupPipeline::new(table, gpu, PipelineConfig::new(batch)).map_err(err)?;
-    for tokens in pool.iter().take(3) {
-        let h = pipe.submit(tokens).map_err(err)?;
-        h.wait().map_err(err)?;
-        pipe.recycle(h);
-    }
-    let mut lat = Vec::new();
-    let start = Instant::now();
-    let mut i = 0;
-    while i < MIN_BATCHES || start.elapsed() < budget {
-        let t = Instant::now();
-        let h = pipe.submit(&pool[i % POOL]).map_err(err)?;
-        h.wait().map_err(err)?;
-        lat.push(ms(t.elapsed()));
-        pipe.recycle(h);
-        i += 1;
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let bytes = i * batch * (pipe.row_bytes() + 1);
-    Ok(Stats {
-        mode: "serial",
-        batches: i,
-        secs,
-        positions: i * batch,
-        bytes,
-        lat_ms: lat,
-        hit_rate: None,
-        cache_share: 0.0,
-        note: String::new(),
-    })
+    let mut pipe = LookupPipeline::new(table, gpu, PipelineConfig::new(pool[0].len())).map_err(|e| e.to_string())?;
+    drive(&mut pipe, pool, budget, false, "serial")
 }
 
-/// Submit back to back; completions are observed at the next submit (or at
-/// the final drain), so latencies are upper bounds by up to one batch time.
+/// Submit back to back on the CPU-gather path (see [`drive`] for what the
+/// latencies mean).
 fn pipelined(table: &Table, gpu: &Gpu, pool: &[Vec<u32>], budget: Duration, wc: bool) -> Result<Stats, String> {
-    let err = |e: BridgeError| e.to_string();
-    let batch = pool[0].len();
-    let cfg = PipelineConfig { write_combined: wc, ..PipelineConfig::new(batch) };
-    let mut pipe = LookupPipeline::new(table, gpu, cfg).map_err(err)?;
-    for tokens in pool.iter().take(3) {
-        let h = pipe.submit(tokens).map_err(err)?;
-        h.wait().map_err(err)?;
-        pipe.recycle(h);
-    }
-    let mut lat = Vec::new();
-    let mut in_flight = VecDeque::new();
-    let start = Instant::now();
-    let mut i = 0;
-    while i < MIN_BATCHES || start.elapsed() < budget {
-        let t = Instant::now();
-        let h = pipe.submit(&pool[i % POOL]).map_err(err)?;
-        in_flight.push_back((t, h));
-        while let Some((t0, h)) = in_flight.front() {
-            if !h.is_complete().map_err(err)? {
-                break;
-            }
-            lat.push(ms(t0.elapsed()));
-            let (_, h) = in_flight.pop_front().expect("front exists");
-            pipe.recycle(h);
-        }
-        i += 1;
-    }
-    for (t0, h) in in_flight {
-        h.wait().map_err(err)?;
-        lat.push(ms(t0.elapsed()));
-        pipe.recycle(h);
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let bytes = i * batch * (pipe.row_bytes() + 1);
-    let mode = if wc { "pipelined-wc" } else { "pipelined" };
-    Ok(Stats {
-        mode,
-        batches: i,
-        secs,
-        positions: i * batch,
-        bytes,
-        lat_ms: lat,
-        hit_rate: None,
-        cache_share: 0.0,
-        note: String::new(),
-    })
+    let cfg = PipelineConfig { write_combined: wc, ..PipelineConfig::new(pool[0].len()) };
+    let mut pipe = LookupPipeline::new(table, gpu, cfg).map_err(|e| e.to_string())?;
+    drive(&mut pipe, pool, budget, true, if wc { "pipelined-wc" } else { "pipelined" })
 }
