@@ -131,6 +131,9 @@ pub struct TableBuilder {
     index_sorter: ExternalSorter,
     ngrams: HashingWriter<BufWriter<File>>,
     counts: HashingWriter<BufWriter<File>>,
+    /// The dense per-token block (see [`TableBuilder::push_token_row`]).
+    token_rows: HashingWriter<BufWriter<File>>,
+    token_rows_pushed: u64,
     scratch: Vec<u8>,
     index_rec: Vec<u8>,
     temp_dir: PathBuf,
@@ -183,6 +186,8 @@ impl TableBuilder {
             index_sorter: index_sorter(&cfg, &temp_dir),
             ngrams: side_writer(&temp_dir)?,
             counts: side_writer(&temp_dir)?,
+            token_rows: side_writer(&temp_dir)?,
+            token_rows_pushed: 0,
             index_rec: vec![0u8; IDX_KEY + 4 + 4 * n_max],
             last_count: u64::MAX,
             temp_dir,
@@ -205,6 +210,39 @@ impl TableBuilder {
     /// Records pushed so far.
     pub fn records(&self) -> u64 {
         self.records
+    }
+
+    /// Adds the row of token id `token_rows_pushed()` to the table's dense
+    /// per-token block: the row served where no f-gram of 2 tokens or more
+    /// ends at a position (SCONE runs its f-gram model on the token alone
+    /// there). Optional; a table that has the block has one row for every
+    /// token id below `vocab_size`, pushed in id order.
+    pub fn push_token_row(&mut self, row: &[f32]) -> Result<(), BuildError> {
+        let token = self.token_rows_pushed;
+        let bad = |reason: String| Err(BuildError::BadTokenRow { token, reason });
+        if token >= self.cfg.vocab_size as u64 {
+            return bad(format!("the vocabulary has only {} tokens", self.cfg.vocab_size));
+        }
+        if row.len() != self.cfg.dim as usize {
+            return bad(format!("row has {} values; the table's dim is {}", row.len(), self.cfg.dim));
+        }
+        let mut buf = vec![0u8; self.stride];
+        if let Err(p) = encode_row(row, self.cfg.dtype, &mut buf[..self.row_bytes]) {
+            return bad(match p {
+                EncodeProblem::NonFinite { column, value } => format!("value {value} at column {column} is not finite"),
+                EncodeProblem::Overflow { column, value } => {
+                    format!("value {value} at column {column} overflows {}", self.cfg.dtype)
+                }
+            });
+        }
+        self.token_rows.write_all(&buf).map_err(|e| self.temp_err(e))?;
+        self.token_rows_pushed += 1;
+        Ok(())
+    }
+
+    /// Token rows pushed so far (the id the next one gets).
+    pub fn token_rows_pushed(&self) -> u64 {
+        self.token_rows_pushed
     }
 
     /// Adds one f-gram with its embedding row (converted to the table's dtype) and
@@ -371,6 +409,13 @@ impl TableBuilder {
         if rows >= u32::MAX as u64 {
             return Err(BuildError::Config(format!("{rows} rows; a table holds fewer than 2^32 - 1")));
         }
+        let vocab = self.cfg.vocab_size as u64;
+        if self.token_rows_pushed != 0 && self.token_rows_pushed != vocab {
+            return Err(BuildError::Config(format!(
+                "{} token rows pushed; the per-token block needs one for each of the {vocab} token ids",
+                self.token_rows_pushed
+            )));
+        }
         // 1. Rows in final order.
         let rows_sorted = self.row_sorter.is_some();
         if let Some(sorter) = self.row_sorter.take() {
@@ -479,7 +524,19 @@ impl TableBuilder {
         sections.push(Section { kind: SectionKind::Index, offset, len: index_bytes, checksum: out.take_hash() });
         offset += index_bytes;
 
-        // 4. Optional tokenizer.
+        // 4. Optional dense per-token rows, copied from their side file.
+        if self.token_rows_pushed > 0 {
+            offset = pad_to(&mut out, offset).map_err(|e| self.out_err(e))?;
+            let w = std::mem::replace(&mut self.token_rows, side_writer(&self.temp_dir)?);
+            let (mut file, len, checksum) = w.finish().map_err(|e| self.temp_err(e))?;
+            file.seek(SeekFrom::Start(0)).map_err(|e| self.temp_err(e))?;
+            std::io::copy(&mut file, &mut out.inner).map_err(|e| self.out_err(e))?;
+            out.take_hash();
+            sections.push(Section { kind: SectionKind::TokenRows, offset, len, checksum });
+            offset += len;
+        }
+
+        // 5. Optional tokenizer.
         let mut tokenizer = None;
         if let Some((kind, bytes)) = self.cfg.tokenizer.take() {
             offset = pad_to(&mut out, offset).map_err(|e| self.out_err(e))?;
@@ -492,7 +549,7 @@ impl TableBuilder {
         let file_bytes = align_up(offset, SECTION_ALIGN);
         pad_to(&mut out, offset).map_err(|e| self.out_err(e))?;
 
-        // 5. Header last, then fsync and rename: the table appears whole or not at all.
+        // 6. Header last, then fsync and rename: the table appears whole or not at all.
         let header = Header {
             dim: self.cfg.dim,
             dtype: self.cfg.dtype,

@@ -26,6 +26,22 @@ pub enum OpenError {
     Checksum { path: PathBuf, section: SectionKind, stored: u64, computed: u64 },
     #[error("{path}: this platform is big-endian; scone tables are little-endian and are only served on little-endian hosts")]
     BigEndianHost { path: PathBuf },
+    /// From [`Table::check_tokenizer`](crate::Table::check_tokenizer): the table
+    /// was built for another tokenizer than the one the caller serves with, or
+    /// embeds none. `found` is the table's (kind, fingerprint), `None` when it
+    /// has no tokenizer section.
+    #[error(
+        "{path}: tokenizer mismatch: the caller uses `{expected_kind}` (fingerprint {expected_fingerprint:016x}) but the table {}; serve it with the tokenizer it was built with, or rebuild it",
+        describe_found(.found)
+    )]
+    TokenizerMismatch { path: PathBuf, expected_kind: String, expected_fingerprint: u64, found: Option<(String, u64)> },
+}
+
+fn describe_found(found: &Option<(String, u64)>) -> String {
+    match found {
+        Some((kind, fp)) => format!("was built with `{kind}` (fingerprint {fp:016x})"),
+        None => "has no tokenizer section, so nothing ties it to a tokenizer".to_owned(),
+    }
 }
 
 /// Building a table. Record numbers are 0-based positions in the input stream.
@@ -44,6 +60,8 @@ pub enum BuildError {
     Exists { path: PathBuf },
     #[error("record {record}: {reason}")]
     BadRecord { record: u64, reason: String },
+    #[error("token row {token}: {reason}")]
+    BadTokenRow { token: u64, reason: String },
     #[error("record {second}: duplicate n-gram {ngram:?} (first seen at record {first})")]
     DuplicateNgram { first: u64, second: u64, ngram: Vec<u32> },
     #[error("no records were pushed; a table needs at least one row")]
@@ -58,6 +76,10 @@ pub enum GatherError {
     SlotOutOfRange { position: usize, slot: u32, rows: u64 },
     #[error("output buffer holds {got} bytes; {need} needed for {rows} rows of {row_bytes} bytes")]
     BufferSize { got: usize, need: usize, rows: usize, row_bytes: usize },
+    #[error("{slots} slots but {tokens} tokens; every position needs both")]
+    TokensLength { slots: usize, tokens: usize },
+    #[error("token {token} at batch position {position} is not below the vocabulary size {vocab}")]
+    TokenOutOfRange { position: usize, token: u32, vocab: u32 },
 }
 
 /// The umbrella error.

@@ -8,6 +8,7 @@
 //! (4096-aligned) counts section    rows * u64 LE (only when the build had counts)
 //! (4096-aligned) ngrams section    rows * n_max * u32 LE, padded with u32::MAX
 //! (4096-aligned) index section     index.len * u64 LE
+//! (4096-aligned) token rows section optional, vocab_size * row_stride bytes (row of token id i at i)
 //! (4096-aligned) tokenizer section optional, opaque bytes + kind string in the header
 //! ```
 
@@ -38,6 +39,9 @@ pub enum SectionKind {
     Ngrams,
     Index,
     Tokenizer,
+    /// Optional dense block: one row per token id (`vocab_size` rows, same
+    /// stride and dtype as the rows section), served where no f-gram matches.
+    TokenRows,
 }
 
 impl std::fmt::Display for SectionKind {
@@ -48,6 +52,7 @@ impl std::fmt::Display for SectionKind {
             SectionKind::Ngrams => "ngrams",
             SectionKind::Index => "index",
             SectionKind::Tokenizer => "tokenizer",
+            SectionKind::TokenRows => "token rows",
         })
     }
 }

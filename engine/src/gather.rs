@@ -59,6 +59,36 @@ pub fn gather(table: &Table, slots: &[u32], opts: GatherOptions, out: &mut [u8])
     Ok(())
 }
 
+/// [`gather`], then every [`MISS_SLOT`] position `i` gets the row of
+/// `tokens[i]` from the table's per-token block, when the table has one
+/// (otherwise misses stay zero rows). This is what a SCONE model reads: the
+/// longest f-gram's row, or the token's own row where no f-gram matches.
+pub fn gather_with_token_rows(
+    table: &Table,
+    slots: &[u32],
+    tokens: &[u32],
+    opts: GatherOptions,
+    out: &mut [u8],
+) -> Result<(), GatherError> {
+    if slots.len() != tokens.len() {
+        return Err(GatherError::TokensLength { slots: slots.len(), tokens: tokens.len() });
+    }
+    gather(table, slots, opts, out)?;
+    if !table.has_token_rows() {
+        return Ok(());
+    }
+    let row_out = table.dim() * opts.dtype.size();
+    for (position, (&slot, &token)) in slots.iter().zip(tokens).enumerate() {
+        if slot != MISS_SLOT {
+            continue;
+        }
+        let vocab = table.header().vocab_size;
+        let src = table.token_row_bytes(token).ok_or(GatherError::TokenOutOfRange { position, token, vocab })?;
+        convert_row(src, table.dtype(), &mut out[position * row_out..(position + 1) * row_out], opts.dtype);
+    }
+    Ok(())
+}
+
 /// Gathers with slots already checked against the table.
 fn gather_serial(table: &Table, slots: &[u32], to: Dtype, out: &mut [u8]) {
     let rows = table.rows_section();

@@ -28,7 +28,7 @@ pub mod untrusted;
 pub use builder::{BuildConfig, BuildPhase, BuildSummary, TableBuilder};
 pub use dtype::Dtype;
 pub use error::{BuildError, Error, GatherError, OpenError};
-pub use gather::{gather, GatherOptions, MISS_SLOT};
+pub use gather::{gather, gather_with_token_rows, GatherOptions, MISS_SLOT};
 pub use matcher::{Hit, SuffixMatcher};
 pub use read::{BackendKind, ReadError, ReadMode, ReadStats, RowReader};
 pub use table::{OpenOptions, Table};

@@ -50,6 +50,7 @@ pub struct Table {
     index: Section,
     counts: Option<Section>,
     tokenizer: Option<Section>,
+    token_rows: Option<Section>,
     /// The index section followed by the ngrams section, copied out of the file
     /// (see [`OpenOptions::resident_index`]).
     resident: Option<Mmap>,
@@ -103,7 +104,9 @@ impl Table {
             t.check_section(&s)?;
         }
         if opts.verify_rows {
-            t.check_section(&t.rows)?;
+            for s in [Some(t.rows), t.token_rows].into_iter().flatten() {
+                t.check_section(&s)?;
+            }
         }
         Ok(t)
     }
@@ -160,6 +163,7 @@ impl Table {
             .ok_or_else(|| missing(SectionKind::Index))?;
         let counts = section(SectionKind::Counts, Some(h.rows * 8))?;
         let tokenizer = section(SectionKind::Tokenizer, None)?;
+        let token_rows = section(SectionKind::TokenRows, Some((h.vocab_size as u64).saturating_mul(h.row_stride)))?;
         if h.hottest_first && counts.is_none() {
             return Err(missing(SectionKind::Counts));
         }
@@ -169,7 +173,19 @@ impl Table {
                 h.index.len, h.index.capacity
             )));
         }
-        Ok(Table { path, header, map, rows, ngrams, index, counts, tokenizer, resident: None, resident_rows: None })
+        Ok(Table {
+            path,
+            header,
+            map,
+            rows,
+            ngrams,
+            index,
+            counts,
+            tokenizer,
+            token_rows,
+            resident: None,
+            resident_rows: None,
+        })
     }
 
     fn check_section(&self, s: &Section) -> Result<(), OpenError> {
@@ -189,7 +205,7 @@ impl Table {
 
     /// Checksums every section, the rows included. Returns the sections checked.
     pub fn verify(&self) -> Result<Vec<Section>, OpenError> {
-        let all = [Some(self.rows), self.counts, Some(self.ngrams), Some(self.index), self.tokenizer];
+        let all = [Some(self.rows), self.counts, Some(self.ngrams), Some(self.index), self.tokenizer, self.token_rows];
         let all: Vec<Section> = all.into_iter().flatten().collect();
         for s in &all {
             self.check_section(s)?;
@@ -342,10 +358,53 @@ impl Table {
         }
     }
 
+    /// Whether the table has the dense per-token block (one row per token id).
+    pub fn has_token_rows(&self) -> bool {
+        self.token_rows.is_some()
+    }
+
+    /// The stored row of token id `token` from the per-token block, in the
+    /// table's dtype (row_bytes long); `None` without the block or for an id
+    /// outside the vocabulary.
+    pub fn token_row_bytes(&self, token: u32) -> Option<&[u8]> {
+        let s = self.token_rows.as_ref()?;
+        if token >= self.header.vocab_size {
+            return None;
+        }
+        let at = token as usize * self.header.row_stride as usize;
+        Some(&self.bytes(s)[at..at + self.header.row_bytes() as usize])
+    }
+
     /// The embedded tokenizer, if the builder was given one: (kind, bytes).
     pub fn tokenizer(&self) -> Option<(&str, &[u8])> {
         let info = self.header.tokenizer.as_ref()?;
         Some((info.kind.as_str(), self.bytes(self.tokenizer.as_ref()?)))
+    }
+
+    /// Checks that the table was built with the tokenizer the caller encodes
+    /// text with: its header must record tokenizer `kind` with `fingerprint`
+    /// (xxh3-64 of the serialized tokenizer, which is also the checksum of the
+    /// table's tokenizer section, verified at open). A table without a
+    /// tokenizer section fails the check too: nothing shows which ids it holds.
+    pub fn check_tokenizer(&self, kind: &str, fingerprint: u64) -> Result<(), OpenError> {
+        let found = match (&self.header.tokenizer, &self.tokenizer) {
+            (Some(info), Some(section)) => {
+                // The header's fingerprint and the section's checksum are written
+                // equal; should they differ, report the one that disagrees.
+                let fp = if info.fingerprint != fingerprint { info.fingerprint } else { section.checksum };
+                Some((info.kind.clone(), fp))
+            }
+            _ => None,
+        };
+        match &found {
+            Some((k, fp)) if k == kind && *fp == fingerprint => Ok(()),
+            _ => Err(OpenError::TokenizerMismatch {
+                path: self.path.clone(),
+                expected_kind: kind.to_owned(),
+                expected_fingerprint: fingerprint,
+                found,
+            }),
+        }
     }
 }
 

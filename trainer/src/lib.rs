@@ -4,14 +4,15 @@
 
 pub mod bpe;
 pub mod corpus;
+pub mod export;
+pub mod fgram_list;
 pub mod fgram_set;
 pub mod model;
-pub mod nn;
-pub mod train;
-pub mod fgram_list;
 pub mod ngram_count;
+pub mod nn;
 pub mod select;
 pub mod tokenizer;
+pub mod train;
 
 pub use bpe::{BpeError, BpeTokenizer};
 pub use corpus::{kjv, parse_verses, read_text_file, CorpusError, Verse};

@@ -107,8 +107,11 @@ pub fn perplexity(
     batch: usize,
     mut inputs: impl FnMut(&[&[u32]]) -> Result<Tensor>,
 ) -> Result<f64> {
-    let windows: Vec<&[u32]> =
-        (0..).map(|i| i * context).take_while(|&s| s + context < stream.len()).map(|s| &stream[s..=s + context]).collect();
+    let windows: Vec<&[u32]> = (0..)
+        .map(|i| i * context)
+        .take_while(|&s| s + context < stream.len())
+        .map(|s| &stream[s..=s + context])
+        .collect();
     if windows.is_empty() {
         candle_core::bail!("held-out stream of {} tokens is shorter than one window of {}", stream.len(), context + 1);
     }

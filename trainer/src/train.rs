@@ -34,6 +34,8 @@ pub enum TrainError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: checkpoint {reason}")]
     Checkpoint { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Engine(#[from] engine::Error),
     #[error("training data: {0}")]
     Data(String),
 }
@@ -168,7 +170,7 @@ impl Trainer {
             }
             let every = self.cfg.checkpoint_every;
             if let Some(dir) = checkpoint_dir {
-                if (every > 0 && self.opt.step % every == 0) || self.opt.step == until {
+                if (every > 0 && self.opt.step.is_multiple_of(every)) || self.opt.step == until {
                     self.save(dir)?;
                 }
             }

@@ -480,6 +480,9 @@ impl<'t> RowReader<'t> {
             GatherError::BufferSize { got, need, rows, row_bytes } => {
                 ReadError::BufferSize { got, need, rows, row_bytes }
             }
+            e @ (GatherError::TokensLength { .. } | GatherError::TokenOutOfRange { .. }) => {
+                unreachable!("gather() takes no tokens: {e}")
+            }
         })?;
         let mut uniq: Vec<u32> = slots.iter().copied().filter(|&s| s != MISS_SLOT).collect();
         let present = uniq.len();

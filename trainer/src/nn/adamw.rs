@@ -89,7 +89,9 @@ impl AdamW {
         for (prefix, map) in [("m", &mut self.m), ("v", &mut self.v)] {
             for (name, t) in map.iter_mut() {
                 let key = format!("{prefix}.{name}");
-                let s = saved.get(&key).ok_or_else(|| candle_core::Error::Msg(format!("optimizer state {key} is missing")))?;
+                let s = saved
+                    .get(&key)
+                    .ok_or_else(|| candle_core::Error::Msg(format!("optimizer state {key} is missing")))?;
                 if s.shape() != t.shape() {
                     candle_core::bail!("optimizer state {key}: shape {:?} saved, {:?} expected", s.shape(), t.shape());
                 }

@@ -13,7 +13,10 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn new(p: &mut Params, name: &str, dim: usize) -> Result<LayerNorm> {
-        Ok(LayerNorm { gain: p.constant(&format!("{name}.gain"), &[dim], 1.0)?, bias: p.constant(&format!("{name}.bias"), &[dim], 0.0)? })
+        Ok(LayerNorm {
+            gain: p.constant(&format!("{name}.gain"), &[dim], 1.0)?,
+            bias: p.constant(&format!("{name}.bias"), &[dim], 0.0)?,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -91,7 +94,7 @@ pub struct Stack {
 
 impl Stack {
     pub fn new(p: &mut Params, name: &str, cfg: StackConfig) -> Result<Stack> {
-        if cfg.n_heads == 0 || cfg.d_model % cfg.n_heads != 0 {
+        if cfg.n_heads == 0 || !cfg.d_model.is_multiple_of(cfg.n_heads) {
             candle_core::bail!("{name}: d_model {} is not a multiple of n_heads {}", cfg.d_model, cfg.n_heads);
         }
         let d = cfg.d_model;

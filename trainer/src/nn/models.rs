@@ -131,7 +131,8 @@ impl FgramModel {
             }
             let ids: Vec<u32> = members.iter().flat_map(|&i| ngrams[i].iter().copied()).collect();
             let ids = Tensor::from_vec(ids, (members.len(), len), dev)?;
-            let x = self.tok_emb.embedding(&ids.flatten_all()?)?.reshape((members.len(), len, self.cfg.stack.d_model))?;
+            let x =
+                self.tok_emb.embedding(&ids.flatten_all()?)?.reshape((members.len(), len, self.cfg.stack.d_model))?;
             let x = x.broadcast_add(&self.pos_emb.narrow(0, 0, len)?)?;
             let h = self.stack.forward(&x)?.narrow(1, len - 1, 1)?.squeeze(1)?;
             outs.push(self.proj.forward(&h)?);
