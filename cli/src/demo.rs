@@ -1,179 +1,75 @@
-//! `scone demo`: the whole flow on the bundled King James Bible.
+//! `scone demo`: the whole flow on the bundled King James Bible, quickly.
 //!
-//! Tokenize, count 2..4-grams with bounded memory, select f-grams as SCONE does
-//! (most frequent, with a minimum count), build a table, show the matches on a
-//! passage, and measure match and gather rates. The rows are seeded synthetic
-//! vectors until the trainer exports trained ones; the demo says so.
+//! Trains a byte-level BPE, counts 2..3-grams with bounded memory, selects
+//! f-grams as SCONE does, trains a small baseline LM and the SCONE model
+//! (LM + f-gram model) jointly for a few hundred steps, exports the f-gram
+//! model's outputs into an engine table, prints the three perplexities, then
+//! shows the table at work: the longest match at each token of a passage and
+//! the engine's match and gather rates.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use engine::{gather, BuildConfig, Dtype, GatherOptions, SuffixMatcher, Table, TableBuilder, MISS_SLOT};
-use trainer::{CountConfig, NgramCounter, WordTokenizer};
+use engine::{gather_with_token_rows, Dtype, GatherOptions, SuffixMatcher, Table, MISS_SLOT};
 
-use crate::build_cmd::{parse_dtype, parse_size};
 use crate::match_cmd::print_matches;
-use crate::progress::{bar, spinner};
-use crate::synthetic::row_for;
+use crate::text::require_tokenizer;
+use crate::train_cmd::{print_results, Console, TrainArgs};
 
 const DEFAULT_PASSAGE: &str =
     "In the beginning God created the heaven and the earth. And God said, Let there be light: and there was light.";
 
 #[derive(Args)]
 pub struct DemoArgs {
-    /// Directory for the table.
+    /// Output directory (tokenizer, f-gram list, checkpoints, table).
     #[arg(long, default_value = "out/demo")]
     pub out: PathBuf,
-    /// Keep at most this many f-grams (the most frequent).
-    #[arg(long, default_value_t = 100_000)]
-    pub top_k: usize,
-    /// Minimum count of an f-gram.
-    #[arg(long, default_value_t = 3)]
-    pub min_count: u64,
-    /// Longest n-gram counted and stored.
-    #[arg(long, default_value_t = 4)]
-    pub n_max: usize,
-    /// Embedding width of the (synthetic) rows.
-    #[arg(long, default_value_t = 256)]
-    pub dim: u32,
-    #[arg(long, default_value = "f16", value_parser = parse_dtype)]
-    pub dtype: Dtype,
-    /// Memory for n-gram counting and for the build's sort buffers.
-    #[arg(long, default_value = "256M", value_parser = parse_size)]
-    pub memory_budget: usize,
+    /// Optimizer steps per model (the quick preset's default when omitted).
+    #[arg(long)]
+    pub steps: Option<u64>,
     /// Text whose matches are shown.
     #[arg(long, default_value = DEFAULT_PASSAGE)]
     pub passage: String,
 }
 
 pub fn run(a: DemoArgs) -> Result<()> {
-    std::fs::create_dir_all(&a.out).with_context(|| format!("{}: cannot create directory", a.out.display()))?;
-    let table_path = a.out.join("kjv.scone");
-
-    let t0 = Instant::now();
-    let verses = trainer::kjv()?;
-    let tok = WordTokenizer::train(verses.iter().map(|v| v.text.as_str()), 1 << 20, 1);
-    let docs: Vec<Vec<u32>> = verses.iter().map(|v| tok.encode(&v.text)).collect();
-    let total_tokens: usize = docs.iter().map(|d| d.len()).sum();
+    let args = TrainArgs { preset: "quick".into(), out: a.out.clone(), steps: a.steps, top_k: None, seed: None };
+    let cfg = args.config()?;
     outln!(
-        "1. corpus      King James Bible (bundled): {} verses, {} tokens, vocabulary {} words  [{:.2} s]",
-        verses.len(),
-        total_tokens,
-        tok.vocab_size(),
-        t0.elapsed().as_secs_f64()
+        "scone demo: the SCONE flow on the bundled King James Bible (quick preset; `scone train` runs the full one)"
     );
-    outln!("               tokenizer: lowercase words and single punctuation marks (docs/TOKENIZER.md)");
+    let outcome = trainer::experiment::run(&cfg, &a.out, &Console)?;
+    print_results(&cfg, &outcome)?;
 
-    let t0 = Instant::now();
-    let mut counter = NgramCounter::new(CountConfig {
-        n_min: 2,
-        n_max: a.n_max,
-        memory_budget_bytes: a.memory_budget / 2,
-        temp_dir: None,
-    })?;
-    let pb = bar(docs.len() as u64, "count");
-    for d in &docs {
-        counter.add_doc(d)?;
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    let merged = counter.finish()?;
-    let mut distinct = 0u64;
-    let fgrams = trainer::try_select_fgrams(merged.inspect(|_| distinct += 1), a.top_k, a.min_count)?;
-    outln!("2. count       {distinct} distinct 2..{}-grams counted  [{:.2} s]", a.n_max, t0.elapsed().as_secs_f64());
-    let mut by_len = vec![0usize; a.n_max + 1];
-    for f in &fgrams {
-        by_len[f.tokens.len()] += 1;
-    }
-    let lens: Vec<String> = (2..=a.n_max).map(|n| format!("{} {n}-grams", by_len[n])).collect();
-    outln!(
-        "3. select      {} f-grams: the most frequent with count >= {} (top-k {}): {}",
-        fgrams.len(),
-        a.min_count,
-        a.top_k,
-        lens.join(", ")
-    );
-
-    let t0 = Instant::now();
-    let mut cfg = BuildConfig::new(a.dim, a.dtype, a.n_max as u32, tok.vocab_size());
-    cfg.memory_budget = a.memory_budget / 2;
-    cfg.overwrite = true;
-    cfg.source = "scone demo: King James Bible, synthetic rows".into();
-    cfg.tokenizer = Some((trainer::tokenizer::KIND.to_string(), tok.to_bytes()));
-    let mut b = TableBuilder::create(&table_path, cfg)?;
-    let pb = bar(fgrams.len() as u64, "build");
-    for f in &fgrams {
-        b.push(&f.tokens, &row_for(&f.tokens, a.dim as usize, 42), Some(f.count))?;
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    let summary = b.finish()?;
-    outln!(
-        "4. build       {} ({} rows x {} {}, hottest first, {:.1} MB)  [{:.2} s]",
-        table_path.display(),
-        summary.rows,
-        a.dim,
-        a.dtype,
-        summary.file_bytes as f64 / 1e6,
-        t0.elapsed().as_secs_f64()
-    );
-    outln!("               NOTE: rows are seeded synthetic vectors, not trained embeddings; the trainer will export real ones.");
-
+    let table_path =
+        outcome.results.iter().find_map(|r| r.table.clone()).context("the quick preset trains one SCONE model")?;
     let t = Table::open(&table_path)?;
-    outln!(
-        "               index {:.2} bytes/key, {} suffix markers (suffixes of f-grams that are not f-grams), {} key collisions",
-        t.index_bytes() as f64 / t.rows() as f64,
-        t.header().index.markers,
-        t.header().build.key_collisions
-    );
-
-    outln!("\n5. match       longest f-gram ending at each token of the passage:");
-    let m = SuffixMatcher::new(&t);
+    let tok = require_tokenizer(&t)?;
+    outln!("\nlongest f-gram ending at each token of the passage, read from {}:", table_path.display());
     let tokens = tok.encode(&a.passage);
-    let pieces = tok.pieces(&a.passage);
-    let hits = m.match_tokens(&tokens);
-    let ngram_text = |g: &[u32]| -> Option<String> {
-        Some(g.iter().map(|&i| tok.token(i).unwrap_or("?")).collect::<Vec<_>>().join(" "))
-    };
-    print_matches(&t, &tokens, &pieces, &hits, &ngram_text)?;
+    let pieces: Vec<String> = tokens.iter().map(|&i| tok.piece(i).unwrap_or_default()).collect();
+    let hits = SuffixMatcher::new(&t).match_tokens(&tokens);
+    print_matches(&t, &tokens, &pieces, &hits, &|g| Some(tok.ngram_text(g)))?;
 
-    // Rates over the whole corpus, one thread.
-    outln!(
-        "\n6. rates       over the whole corpus ({total_tokens} tokens), this machine, median of 3 after a warm-up:"
-    );
-    // One warm-up pass (page faults, caches), then the median of three timed ones.
-    let sp = spinner("match");
-    let mut all = Vec::with_capacity(total_tokens);
+    // The engine's own rates over the training split, one thread.
+    let stream = &outcome.prepared.train;
+    let m = SuffixMatcher::new(&t);
+    let mut hits = Vec::with_capacity(stream.len());
     let match_secs = median_secs(|| {
-        all.clear();
-        for d in &docs {
-            m.match_into(d, 0, &mut all);
-        }
+        hits.clear();
+        m.match_into(stream, 0, &mut hits);
     });
-    sp.finish_and_clear();
-    let matched: Vec<u32> = all.iter().map(|h| h.slot().unwrap_or(MISS_SLOT)).collect();
-    let hit = all.iter().filter(|h| h.is_hit()).count();
-    let mut len_hist = vec![0usize; a.n_max + 1];
-    for h in &all {
-        len_hist[h.len as usize] += 1;
-    }
-    outln!(
-        "               match   {:.2} M tokens/s on one thread; {:.1}% of positions hit an f-gram ({})",
-        total_tokens as f64 / match_secs / 1e6,
-        100.0 * hit as f64 / total_tokens as f64,
-        (2..=a.n_max).map(|n| format!("{n}: {}", len_hist[n])).collect::<Vec<_>>().join(", ")
-    );
-    let slots: Vec<u32> = matched.into_iter().filter(|&s| s != MISS_SLOT).collect();
+    let slots: Vec<u32> = hits.iter().map(|h| h.slot).collect();
     let batch = 4096;
-    let row_out = a.dim as usize * a.dtype.size();
+    let row_out = t.dim() * Dtype::F16.size();
     let mut out = vec![0u8; batch * row_out];
-    let opts = GatherOptions { dtype: a.dtype, max_threads: 0 };
+    let opts = GatherOptions { dtype: Dtype::F16, max_threads: 1 };
     let mut failed = None;
     let gather_secs = median_secs(|| {
-        for chunk in slots.chunks(batch) {
-            if let Err(e) = gather(&t, chunk, opts, &mut out[..chunk.len() * row_out]) {
+        for (s, tk) in slots.chunks(batch).zip(stream.chunks(batch)) {
+            if let Err(e) = gather_with_token_rows(&t, s, tk, opts, &mut out[..s.len() * row_out]) {
                 failed = Some(e);
             }
         }
@@ -181,30 +77,16 @@ pub fn run(a: DemoArgs) -> Result<()> {
     if let Some(e) = failed {
         return Err(e.into());
     }
-    // Ceiling: copying the same number of bytes from a contiguous buffer as large
-    // as the rows section, walked in order (no cache advantage over the gather).
-    let src = vec![1u8; (t.rows() as usize * row_out).max(batch * row_out)];
-    let mut at = 0;
-    let copy_secs = median_secs(|| {
-        for chunk in slots.chunks(batch) {
-            let n = chunk.len() * row_out;
-            if at + n > src.len() {
-                at = 0;
-            }
-            out[..n].copy_from_slice(&src[at..at + n]);
-            at += n;
-            std::hint::black_box(&out);
-        }
-    });
-    let bytes = (slots.len() * row_out) as f64;
+    let hit = slots.iter().filter(|&&s| s != MISS_SLOT).count();
     outln!(
-        "               gather  {:.2} M rows/s, {:.2} GB/s in batches of {batch} (contiguous memcpy of the same bytes: {:.2} GB/s)",
-        slots.len() as f64 / gather_secs / 1e6,
-        bytes / gather_secs / 1e9,
-        bytes / copy_secs / 1e9
+        "\nengine rates over the training split ({} tokens, one thread, median of 3): match {:.1} M tokens/s ({:.0}% hit an f-gram); rows for every position (f-gram or token row, f16) {:.1} M rows/s",
+        stream.len(),
+        stream.len() as f64 / match_secs / 1e6,
+        100.0 * hit as f64 / stream.len() as f64,
+        stream.len() as f64 / gather_secs / 1e6
     );
     outln!(
-        "\nnext: scone info {0} | scone match {0} --text \"...\" | scone get {0} --text \"the lord\"",
+        "\nnext: scone info {0} | scone match {0} --text \"...\" | scone get {0} --text \" the LORD\"",
         table_path.display()
     );
     Ok(())

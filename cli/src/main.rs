@@ -14,8 +14,8 @@ mod demo;
 mod inspect;
 mod match_cmd;
 mod progress;
-mod synthetic;
 mod text;
+mod train_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,8 +42,12 @@ enum Command {
     Match(match_cmd::MatchArgs),
     /// Check every section's checksum, the rows included.
     Verify { table: PathBuf },
-    /// Build a table from the bundled King James Bible and query it.
+    /// The whole SCONE flow on the bundled King James Bible, quickly: tokenize, count,
+    /// select, train, export a table, print perplexities, query the table.
     Demo(demo::DemoArgs),
+    /// Train the baseline and SCONE models from a preset and export their tables
+    /// (the scaling curves of docs/TRAINING.md); resumes from checkpoints.
+    Train(train_cmd::TrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Match(a) => match_cmd::run(a),
         Command::Verify { table } => inspect::verify(&table),
         Command::Demo(a) => demo::run(a),
+        Command::Train(a) => train_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

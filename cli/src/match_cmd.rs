@@ -27,10 +27,7 @@ pub fn run(a: MatchArgs) -> Result<()> {
     let (tokens, pieces) = resolve(&t, &a.ids, a.text.as_deref())?;
     let hits = SuffixMatcher::new(&t).match_tokens(&tokens);
     let tok = if a.text.is_some() { Some(require_tokenizer(&t)?) } else { crate::text::tokenizer(&t)? };
-    let ngram_text = |g: &[u32]| -> Option<String> {
-        let tok = tok.as_ref()?;
-        Some(g.iter().map(|&i| tok.token(i).unwrap_or("?")).collect::<Vec<_>>().join(" "))
-    };
+    let ngram_text = |g: &[u32]| -> Option<String> { Some(tok.as_ref()?.ngram_text(g)) };
     if a.json {
         let positions: Vec<_> = hits
             .iter()

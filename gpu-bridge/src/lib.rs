@@ -20,13 +20,19 @@
 //! - [`LookupPipeline`]: match, gather into pinned memory and copy to the
 //!   device asynchronously, one [`BatchHandle`] per batch; or, with
 //!   [`GatherMode::ZeroCopy`], upload only the slots and let a GPU kernel
-//!   gather the rows from device-mapped host memory.
+//!   gather the rows from device-mapped host memory. On both paths each
+//!   batch is deduplicated by default ([`PipelineConfig::dedup`]: every
+//!   distinct row crosses the bus once and a scatter kernel writes it to
+//!   each position) and an optional GPU hot cache
+//!   ([`PipelineConfig::gpu_cache_bytes`]) keeps the hottest rows off the
+//!   bus; [`LookupPipeline::submit_slots`] skips the matching.
 
 mod driver;
 mod error;
 mod gpu;
 mod pipeline;
 mod probe;
+mod scatter;
 mod staging;
 mod zerocopy;
 

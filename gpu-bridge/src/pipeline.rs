@@ -4,6 +4,7 @@
 
 use engine::{gather, GatherOptions, Hit, SuffixMatcher, Table, MISS_SLOT};
 
+use crate::scatter::{Dedup, GpuCache, ScatterKernel, ScatterSources};
 use crate::staging::StagingRing;
 use crate::zerocopy::{ZeroCopyRows, ZeroCopySource};
 use crate::{BridgeError, CopyEvent, DeviceBuffer, Gpu};
@@ -51,18 +52,23 @@ pub struct PipelineConfig {
     /// CPU gather + copy, or zero-copy kernel gather (default: CPU gather;
     /// see [`GatherMode::auto`]).
     pub mode: GatherMode,
-    /// GPU hot cache size in bytes (default 0: none), zero-copy mode only
-    /// (ignored by the CPU gather). The first `gpu_cache_bytes / row
-    /// stride` rows (at most all; tables are laid out hottest-first, so
-    /// these are the most frequent f-grams) are copied to device memory
-    /// once at setup, and the gather kernel reads those slots from there
-    /// instead of over the bus.
+    /// GPU hot cache size in bytes (default 0: none), both modes. The first
+    /// `gpu_cache_bytes / row stride` rows (at most all; tables are laid out
+    /// hottest-first, so these are the most frequent f-grams) are copied to
+    /// device memory once at setup; positions with those slots are served
+    /// from there and their rows never cross the bus.
     pub gpu_cache_bytes: usize,
+    /// Deduplicate each batch (default on): every distinct non-cached row
+    /// crosses the bus once, and the `scatter_rows` kernel writes it to each
+    /// position that asked for it. Off: the CPU gather stages every
+    /// position's row (still skipping cached rows when there is a cache),
+    /// and the zero-copy kernel reads every position's row.
+    pub dedup: bool,
 }
 
 impl PipelineConfig {
     /// `max_positions` per batch, a ring of 3 cached pinned buffers, all
-    /// gather threads.
+    /// gather threads, CPU gather, no GPU cache, dedup on.
     pub fn new(max_positions: usize) -> PipelineConfig {
         PipelineConfig {
             max_positions,
@@ -71,8 +77,19 @@ impl PipelineConfig {
             write_combined: false,
             mode: GatherMode::CpuGather,
             gpu_cache_bytes: 0,
+            dedup: true,
         }
     }
+}
+
+/// Device side of the indexed (dedup / cache) paths: the scatter kernel,
+/// the per-position indices and the distinct rows (staged by the CPU, or
+/// gathered over the bus by the zero-copy kernel). One of each suffices:
+/// stream order puts each batch's copies after the previous batch's kernels.
+struct Indexed {
+    kernel: ScatterKernel,
+    idx: DeviceBuffer,
+    uniq: DeviceBuffer,
 }
 
 /// Matches, gathers and uploads batches of token positions against one
@@ -81,9 +98,22 @@ impl PipelineConfig {
 /// `u8` hit mask `[positions]` (1 = row from the table, 0 = miss: zero row,
 /// the caller substitutes its fallback embedding).
 ///
-/// Copies run on a stream of their own. [`LookupPipeline::submit`] does not
-/// synchronise with the device except through the ring's back-pressure
-/// (waiting for the copy that last used the staging buffer it reuses).
+/// Four ways through, chosen by [`PipelineConfig`]:
+/// - CPU gather, no dedup, no cache: every position's row is gathered into
+///   pinned staging memory; rows and mask are copied.
+/// - CPU gather with dedup and/or a GPU cache: only the distinct non-cached
+///   rows are gathered and copied, with a `u32` index per position; the
+///   `scatter_rows` kernel writes rows (from those or the cache) and mask.
+/// - Zero-copy, no dedup: slots and mask are copied; `gather_rows` reads
+///   each position's row over the bus (or from the cache).
+/// - Zero-copy with dedup: the distinct non-cached slots and the indices
+///   are copied; `gather_rows` reads each distinct row over the bus once
+///   into device memory, then `scatter_rows` writes rows and mask.
+///
+/// Copies and kernels run on a stream of their own.
+/// [`LookupPipeline::submit`] does not synchronise with the device except
+/// through the ring's back-pressure (waiting for the work that last used the
+/// staging buffer it reuses).
 pub struct LookupPipeline<'t> {
     table: &'t Table,
     matcher: SuffixMatcher<'t>,
@@ -93,15 +123,21 @@ pub struct LookupPipeline<'t> {
     row_bytes: usize,
     /// Bytes of a rows device buffer (`max_positions * row_bytes`).
     mask_offset: usize,
-    /// Byte offset of the mask inside each staging buffer (after the rows,
-    /// or after the slots in zero-copy mode).
+    /// Byte offset of the second area of each staging buffer: the mask or
+    /// the indices (after the rows, or after the slots in zero-copy mode).
     stage_mask_offset: usize,
     /// Zero-copy mode: the mapped rows and the device slot buffer (one
     /// suffices: stream order puts each batch's slot copy after the
     /// previous batch's kernel).
     zero_copy: Option<(ZeroCopyRows, DeviceBuffer)>,
+    /// Dedup / cache paths (see the type doc).
+    indexed: Option<Indexed>,
+    cache: Option<GpuCache>,
+    dedup: Dedup,
     hits: Vec<Hit>,
     slots: Vec<u32>,
+    uniq: Vec<u32>,
+    idx: Vec<u32>,
     /// Device buffer pairs (rows, mask) returned by [`LookupPipeline::recycle`].
     free: Vec<(DeviceBuffer, DeviceBuffer)>,
 }
@@ -128,9 +164,17 @@ pub struct BatchHandle {
     mask: DeviceBuffer,
     positions: usize,
     row_bytes: usize,
+    stats: Staged,
+    event: CopyEvent,
+}
+
+/// What staging one batch did (host-side counts).
+#[derive(Debug, Clone, Copy, Default)]
+struct Staged {
     hits: usize,
     cache_hits: usize,
-    event: CopyEvent,
+    bus_rows: usize,
+    bus_bytes: usize,
 }
 
 impl BatchHandle {
@@ -161,17 +205,31 @@ impl BatchHandle {
 
     /// Positions with a matched f-gram.
     pub fn hit_count(&self) -> usize {
-        self.hits
+        self.stats.hits
     }
 
-    /// Positions whose row the kernel read from the GPU hot cache (zero-copy
-    /// mode with [`PipelineConfig::gpu_cache_bytes`]; 0 otherwise). The
-    /// other hits crossed the bus.
+    /// Positions whose row came from the GPU hot cache
+    /// ([`PipelineConfig::gpu_cache_bytes`]; 0 without one). The other hits'
+    /// rows crossed the bus (once per distinct row with dedup).
     pub fn cache_hits(&self) -> usize {
-        self.cache_hits
+        self.stats.cache_hits
     }
 
-    /// Completes when both copies of this batch have finished.
+    /// Rows that crossed the bus for this batch: staged and copied (CPU
+    /// gather; without dedup and cache every position's row, zero rows of
+    /// misses included) or read by the gather kernel (zero-copy). With
+    /// dedup, the distinct non-cached hit slots.
+    pub fn bus_rows(&self) -> usize {
+        self.stats.bus_rows
+    }
+
+    /// Bytes that crossed the bus host-to-device for this batch: rows plus
+    /// the per-position data (mask, slots or indices).
+    pub fn bus_bytes(&self) -> usize {
+        self.stats.bus_bytes
+    }
+
+    /// Completes when the batch's copies and kernels have finished.
     pub fn event(&self) -> &CopyEvent {
         &self.event
     }
@@ -204,9 +262,9 @@ impl BatchHandle {
 }
 
 impl<'t> LookupPipeline<'t> {
-    /// Sets up a pipeline on `gpu`'s device, with a new stream for its copies,
-    /// a ring of `cfg.ring_len` pinned buffers of
-    /// `cfg.max_positions * (row bytes + 1)` bytes each.
+    /// Sets up a pipeline on `gpu`'s device, with a new stream for its copies
+    /// and kernels, a ring of `cfg.ring_len` pinned staging buffers, and the
+    /// GPU cache if `cfg.gpu_cache_bytes` holds at least one row.
     pub fn new(table: &'t Table, gpu: &Gpu, cfg: PipelineConfig) -> Result<LookupPipeline<'t>, BridgeError> {
         if cfg.ring_len < 2 {
             return Err(BridgeError::InvalidArgument(format!(
@@ -214,21 +272,40 @@ impl<'t> LookupPipeline<'t> {
                 cfg.ring_len
             )));
         }
+        let max = cfg.max_positions;
         let row_bytes = table.dim() * table.dtype().size();
+        let too_many = || BridgeError::InvalidArgument(format!("{max} positions are too many"));
         let mask_offset = row_bytes
-            .checked_mul(cfg.max_positions)
-            .filter(|b| b.checked_add(cfg.max_positions).is_some())
-            .ok_or_else(|| BridgeError::InvalidArgument(format!("{} positions are too many", cfg.max_positions)))?;
+            .checked_mul(max)
+            .filter(|b| max.checked_mul(8).and_then(|m| b.checked_add(m)).is_some())
+            .ok_or_else(too_many)?;
+        if u32::try_from(row_bytes).is_err() || u32::try_from(max).is_err() {
+            return Err(too_many());
+        }
         let gpu = gpu.with_new_stream()?;
-        let (stage_mask_offset, zero_copy) = match cfg.mode {
-            GatherMode::CpuGather => (mask_offset, None),
+        let cache = GpuCache::load(table, &gpu, cfg.gpu_cache_bytes, max)?;
+        let load_indexed = |gpu: &Gpu| -> Result<Indexed, BridgeError> {
+            Ok(Indexed {
+                kernel: ScatterKernel::load(gpu)?,
+                idx: gpu.alloc_device(max * 4)?,
+                uniq: gpu.alloc_device(mask_offset)?,
+            })
+        };
+        // Staging layouts: [rows | mask] (direct), [rows | idx] (indexed),
+        // [slots | mask] (zero-copy), [distinct slots | idx] (zero-copy dedup).
+        let (stage_mask_offset, stage_len, zero_copy, indexed) = match cfg.mode {
+            GatherMode::CpuGather => {
+                let indexed = if cfg.dedup || cache.is_some() { Some(load_indexed(&gpu)?) } else { None };
+                (mask_offset, mask_offset + 4 * max, None, indexed)
+            }
             GatherMode::ZeroCopy => {
-                let slot_bytes = cfg.max_positions * 4;
-                let rows = ZeroCopyRows::new(table, &gpu, cfg.gpu_cache_bytes)?;
-                (slot_bytes, Some((rows, gpu.alloc_device(slot_bytes)?)))
+                let rows = ZeroCopyRows::new(table, &gpu)?;
+                let indexed = if cfg.dedup { Some(load_indexed(&gpu)?) } else { None };
+                (4 * max, 8 * max, Some((rows, gpu.alloc_device(4 * max)?)), indexed)
             }
         };
-        let ring = StagingRing::new(&gpu, cfg.ring_len, stage_mask_offset + cfg.max_positions, cfg.write_combined)?;
+        let ring = StagingRing::new(&gpu, cfg.ring_len, stage_len, cfg.write_combined)?;
+        let dedup = Dedup::new(if indexed.is_some() { max } else { 0 });
         Ok(LookupPipeline {
             table,
             matcher: SuffixMatcher::new(table),
@@ -239,8 +316,13 @@ impl<'t> LookupPipeline<'t> {
             mask_offset,
             stage_mask_offset,
             zero_copy,
-            hits: Vec::with_capacity(cfg.max_positions),
-            slots: Vec::with_capacity(cfg.max_positions),
+            indexed,
+            cache,
+            dedup,
+            hits: Vec::with_capacity(max),
+            slots: Vec::with_capacity(max),
+            uniq: Vec::with_capacity(max),
+            idx: Vec::with_capacity(max),
             free: Vec::new(),
         })
     }
@@ -267,9 +349,9 @@ impl<'t> LookupPipeline<'t> {
     }
 
     /// Rows held in the GPU hot cache (slots `0..gpu_cached_rows()`); 0
-    /// without a cache or in CPU-gather mode.
+    /// without a cache.
     pub fn gpu_cached_rows(&self) -> usize {
-        self.zero_copy.as_ref().map_or(0, |(z, _)| z.cached_rows() as usize)
+        self.cache.as_ref().map_or(0, |c| c.rows() as usize)
     }
 
     /// Bytes per output row (`dim * dtype size`, the table's dtype).
@@ -284,10 +366,10 @@ impl<'t> LookupPipeline<'t> {
     }
 
     /// Matches positions `start..tokens.len()` (earlier tokens are context
-    /// only), gathers the hit rows into the next staging buffer, writes the
-    /// hit mask after them, and enqueues both copies; returns without
-    /// waiting for them. Waits only if the staging buffer it reuses is
-    /// still being copied (more than `ring_len - 1` batches in flight).
+    /// only), stages their rows (see the type doc for the paths) and
+    /// enqueues the copies and kernels; returns without waiting for them.
+    /// Waits only if the staging buffer it reuses is still in use (more
+    /// than `ring_len - 1` batches in flight).
     ///
     /// Token ids the table does not know are misses. On an error (too many
     /// positions, a gather error, a CUDA error) nothing of this batch is
@@ -300,26 +382,61 @@ impl<'t> LookupPipeline<'t> {
                 tokens.len()
             )));
         }
-        let positions = tokens.len() - start;
+        self.check_positions(tokens.len() - start)?;
+        self.hits.clear();
+        self.matcher.match_into(tokens, start, &mut self.hits);
+        self.slots.clear();
+        self.slots.extend(self.hits.iter().map(|h| h.slot().unwrap_or(MISS_SLOT)));
+        self.submit_staged_slots()
+    }
+
+    /// Uploads the rows of `slots` (table rows, or [`MISS_SLOT`] for a miss:
+    /// zero row, mask 0) without matching: for callers that matched
+    /// elsewhere, and for benchmarks of the transfer alone. Same paths,
+    /// results and errors as [`LookupPipeline::submit_with_context`]; a slot
+    /// outside the table is an [`BridgeError::InvalidArgument`].
+    pub fn submit_slots(&mut self, slots: &[u32]) -> Result<BatchHandle, BridgeError> {
+        self.check_positions(slots.len())?;
+        let rows = self.table.rows();
+        if let Some(bad) = slots.iter().find(|&&s| s != MISS_SLOT && u64::from(s) >= rows) {
+            return Err(BridgeError::InvalidArgument(format!("slot {bad} out of range (table has {rows} rows)")));
+        }
+        self.slots.clear();
+        self.slots.extend_from_slice(slots);
+        self.submit_staged_slots()
+    }
+
+    fn check_positions(&self, positions: usize) -> Result<(), BridgeError> {
         if positions > self.cfg.max_positions {
             return Err(BridgeError::InvalidArgument(format!(
                 "batch of {positions} positions exceeds the pipeline's max_positions {}",
                 self.cfg.max_positions
             )));
         }
+        Ok(())
+    }
+
+    /// Stages `self.slots` along the configured path.
+    fn submit_staged_slots(&mut self) -> Result<BatchHandle, BridgeError> {
+        let positions = self.slots.len();
         let (mut rows, mut mask) = match self.free.pop() {
             Some(pair) => pair,
             None => (self.gpu.alloc_device(self.mask_offset)?, self.gpu.alloc_device(self.cfg.max_positions)?),
         };
-        match self.stage_and_copy(tokens, start, &mut rows, &mut mask) {
-            Ok((hits, cache_hits, event)) => Ok(BatchHandle {
+        let staged = match (self.zero_copy.is_some(), self.indexed.is_some()) {
+            (false, false) => self.stage_direct(&mut rows, &mut mask),
+            (false, true) => self.stage_indexed(&mut rows, &mut mask),
+            (true, false) => self.stage_zero_copy(&mut rows, &mut mask),
+            (true, true) => self.stage_zero_copy_dedup(&mut rows, &mut mask),
+        };
+        match staged {
+            Ok((stats, event)) => Ok(BatchHandle {
                 gpu: self.gpu.clone(),
                 rows,
                 mask,
                 positions,
                 row_bytes: self.row_bytes,
-                hits,
-                cache_hits,
+                stats,
                 event,
             }),
             Err(e) => {
@@ -329,69 +446,141 @@ impl<'t> LookupPipeline<'t> {
         }
     }
 
-    fn stage_and_copy(
+    /// CPU gather of every position's row into staging; rows and mask copied.
+    fn stage_direct(
         &mut self,
-        tokens: &[u32],
-        start: usize,
         rows: &mut DeviceBuffer,
         mask: &mut DeviceBuffer,
-    ) -> Result<(usize, usize, CopyEvent), BridgeError> {
-        let positions = tokens.len() - start;
-        if self.zero_copy.is_some() {
-            return self.stage_zero_copy(tokens, start, rows, mask);
-        }
+    ) -> Result<(Staged, CopyEvent), BridgeError> {
+        let positions = self.slots.len();
         let rows_len = positions * self.row_bytes;
         let mut slot = self.ring.acquire()?;
         let bytes = slot.bytes()?;
         let (row_area, mask_area) = bytes.split_at_mut(self.mask_offset);
-        let hits = stage_batch(
+        let hits = gather_direct(
             self.table,
-            &self.matcher,
-            tokens,
-            start,
+            &self.slots,
             self.cfg.gather_threads,
-            (&mut self.hits, &mut self.slots),
             &mut row_area[..rows_len],
             &mut mask_area[..positions],
         )?;
         slot.copy_to_device(0..rows_len, rows, 0)?;
         slot.copy_to_device(self.mask_offset..self.mask_offset + positions, mask, 0)?;
-        Ok((hits, 0, slot.finish()?))
+        // Every position's row is copied (zero rows for misses too).
+        let stats = Staged { hits, cache_hits: 0, bus_rows: positions, bus_bytes: rows_len + positions };
+        Ok((stats, slot.finish()?))
     }
 
-    /// Zero-copy batch: match, write the slots and mask into the staging
-    /// buffer, copy both, launch the gather kernel into `rows`. Returns
-    /// (hits, hits served from the GPU hot cache, event).
-    fn stage_zero_copy(
+    /// CPU gather of the distinct non-cached rows into staging; those rows
+    /// and the indices copied; `scatter_rows` writes rows and mask.
+    fn stage_indexed(
         &mut self,
-        tokens: &[u32],
-        start: usize,
         rows: &mut DeviceBuffer,
         mask: &mut DeviceBuffer,
-    ) -> Result<(usize, usize, CopyEvent), BridgeError> {
-        let positions = tokens.len() - start;
-        self.hits.clear();
-        self.matcher.match_into(tokens, start, &mut self.hits);
-        self.slots.clear();
-        self.slots.extend(self.hits.iter().map(|h| h.slot().unwrap_or(MISS_SLOT)));
+    ) -> Result<(Staged, CopyEvent), BridgeError> {
+        let positions = self.slots.len();
+        let cached = self.cache.as_ref().map_or(0, GpuCache::rows);
+        let hits = self.dedup.plan(&self.slots, cached, self.cfg.dedup, &mut self.uniq, &mut self.idx);
+        let n_uniq = self.uniq.len();
+        let uniq_len = n_uniq * self.row_bytes;
+        let mut slot = self.ring.acquire()?;
+        let bytes = slot.bytes()?;
+        let (row_area, idx_area) = bytes.split_at_mut(self.mask_offset);
+        gather(
+            self.table,
+            &self.uniq,
+            GatherOptions { dtype: self.table.dtype(), max_threads: self.cfg.gather_threads },
+            &mut row_area[..uniq_len],
+        )
+        .map_err(|e| BridgeError::Gather(e.to_string()))?;
+        write_u32s(&mut idx_area[..4 * positions], &self.idx);
+        let ix = self.indexed.as_mut().expect("indexed path");
+        slot.copy_to_device(0..uniq_len, &mut ix.uniq, 0)?;
+        slot.copy_to_device(self.mask_offset..self.mask_offset + 4 * positions, &mut ix.idx, 0)?;
+        let src = ScatterSources {
+            uniq: &ix.uniq,
+            ustride: self.row_bytes as u64,
+            n_uniq,
+            cache: self.cache.as_ref(),
+            row_bytes: self.row_bytes as u32,
+        };
+        ix.kernel.launch(&self.gpu, &src, &self.idx, &ix.idx, rows, mask)?;
+        let stats = Staged {
+            hits,
+            cache_hits: hits - self.idx.iter().filter(|&&k| k != MISS_SLOT && k >= cached).count(),
+            bus_rows: n_uniq,
+            bus_bytes: uniq_len + 4 * positions,
+        };
+        Ok((stats, slot.finish()?))
+    }
+
+    /// Zero-copy batch: write the slots and mask into the staging buffer,
+    /// copy both, launch the gather kernel into `rows`.
+    fn stage_zero_copy(
+        &mut self,
+        rows: &mut DeviceBuffer,
+        mask: &mut DeviceBuffer,
+    ) -> Result<(Staged, CopyEvent), BridgeError> {
+        let positions = self.slots.len();
         let mut slot = self.ring.acquire()?;
         let bytes = slot.bytes()?;
         let (slot_area, mask_area) = bytes.split_at_mut(self.stage_mask_offset);
-        for (dst, s) in slot_area.chunks_exact_mut(4).zip(&self.slots) {
-            dst.copy_from_slice(&s.to_le_bytes());
-        }
+        write_u32s(&mut slot_area[..4 * positions], &self.slots);
         let mut hits = 0;
-        for (m, h) in mask_area.iter_mut().zip(&self.hits) {
-            *m = u8::from(h.is_hit());
-            hits += usize::from(h.is_hit());
+        for (m, &s) in mask_area.iter_mut().zip(&self.slots) {
+            *m = u8::from(s != MISS_SLOT);
+            hits += usize::from(s != MISS_SLOT);
         }
         let (zc, dev_slots) = self.zero_copy.as_mut().expect("zero-copy mode");
         slot.copy_to_device(0..positions * 4, dev_slots, 0)?;
         slot.copy_to_device(self.stage_mask_offset..self.stage_mask_offset + positions, mask, 0)?;
-        zc.launch(&self.gpu, &self.slots, dev_slots, rows)?;
-        let cached = zc.cached_rows();
+        zc.launch(&self.gpu, &self.slots, dev_slots, rows, self.cache.as_ref())?;
+        let cached = self.cache.as_ref().map_or(0, GpuCache::rows);
         let cache_hits = self.slots.iter().filter(|&&s| s < cached).count();
-        Ok((hits, cache_hits, slot.finish()?))
+        let bus_rows = hits - cache_hits;
+        let stats = Staged { hits, cache_hits, bus_rows, bus_bytes: bus_rows * self.row_bytes + 5 * positions };
+        Ok((stats, slot.finish()?))
+    }
+
+    /// Zero-copy with dedup: copy the distinct non-cached slots and the
+    /// indices; `gather_rows` reads each of those rows over the bus once
+    /// into device memory, then `scatter_rows` writes rows and mask.
+    fn stage_zero_copy_dedup(
+        &mut self,
+        rows: &mut DeviceBuffer,
+        mask: &mut DeviceBuffer,
+    ) -> Result<(Staged, CopyEvent), BridgeError> {
+        let positions = self.slots.len();
+        let cached = self.cache.as_ref().map_or(0, GpuCache::rows);
+        let hits = self.dedup.plan(&self.slots, cached, true, &mut self.uniq, &mut self.idx);
+        let n_uniq = self.uniq.len();
+        let mut slot = self.ring.acquire()?;
+        let bytes = slot.bytes()?;
+        let (slot_area, idx_area) = bytes.split_at_mut(self.stage_mask_offset);
+        write_u32s(&mut slot_area[..4 * n_uniq], &self.uniq);
+        write_u32s(&mut idx_area[..4 * positions], &self.idx);
+        let (zc, dev_slots) = self.zero_copy.as_mut().expect("zero-copy mode");
+        let ix = self.indexed.as_mut().expect("indexed path");
+        slot.copy_to_device(0..4 * n_uniq, dev_slots, 0)?;
+        slot.copy_to_device(self.stage_mask_offset..self.stage_mask_offset + 4 * positions, &mut ix.idx, 0)?;
+        // Distinct rows over the bus into `ix.uniq` (no cache: cached slots
+        // are not in `uniq`), then the scatter from there and the cache.
+        zc.launch(&self.gpu, &self.uniq, dev_slots, &mut ix.uniq, None)?;
+        let src = ScatterSources {
+            uniq: &ix.uniq,
+            ustride: self.row_bytes as u64,
+            n_uniq,
+            cache: self.cache.as_ref(),
+            row_bytes: self.row_bytes as u32,
+        };
+        ix.kernel.launch(&self.gpu, &src, &self.idx, &ix.idx, rows, mask)?;
+        let stats = Staged {
+            hits,
+            cache_hits: hits - self.idx.iter().filter(|&&k| k != MISS_SLOT && k >= cached).count(),
+            bus_rows: n_uniq,
+            bus_bytes: n_uniq * (self.row_bytes + 4) + 4 * positions,
+        };
+        Ok((stats, slot.finish()?))
     }
 
     /// Returns a finished batch's device buffers for reuse by later batches
@@ -408,38 +597,36 @@ impl<'t> LookupPipeline<'t> {
     }
 }
 
-/// The host half of a batch: matches positions `start..` of `tokens`
-/// (scratch vectors reused), gathers their rows in the table's dtype into
-/// `rows_out` (`positions * row bytes`) and writes `mask_out` (1 hit, 0
-/// miss). Returns the number of hits.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn stage_batch(
+/// `values` as little-endian bytes into `out` (`4 * values.len()` bytes).
+fn write_u32s(out: &mut [u8], values: &[u32]) {
+    for (dst, v) in out.chunks_exact_mut(4).zip(values) {
+        dst.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// The host half of the direct path: gathers the rows of `slots` in the
+/// table's dtype into `rows_out` (`slots.len() * row bytes`) and writes
+/// `mask_out` (1 hit, 0 miss). Returns the number of hits.
+pub(crate) fn gather_direct(
     table: &Table,
-    matcher: &SuffixMatcher<'_>,
-    tokens: &[u32],
-    start: usize,
+    slots: &[u32],
     threads: usize,
-    (hits, slots): (&mut Vec<Hit>, &mut Vec<u32>),
     rows_out: &mut [u8],
     mask_out: &mut [u8],
 ) -> Result<usize, BridgeError> {
-    hits.clear();
-    matcher.match_into(tokens, start, hits);
-    slots.clear();
-    slots.extend(hits.iter().map(|h| h.slot().unwrap_or(MISS_SLOT)));
-    if mask_out.len() != hits.len() {
+    if mask_out.len() != slots.len() {
         return Err(BridgeError::InvalidArgument(format!(
             "mask buffer holds {} bytes for {} positions",
             mask_out.len(),
-            hits.len()
+            slots.len()
         )));
     }
     gather(table, slots, GatherOptions { dtype: table.dtype(), max_threads: threads }, rows_out)
         .map_err(|e| BridgeError::Gather(e.to_string()))?;
     let mut n = 0;
-    for (m, h) in mask_out.iter_mut().zip(hits.iter()) {
-        *m = u8::from(h.is_hit());
-        n += usize::from(h.is_hit());
+    for (m, &s) in mask_out.iter_mut().zip(slots) {
+        *m = u8::from(s != MISS_SLOT);
+        n += usize::from(s != MISS_SLOT);
     }
     Ok(n)
 }
@@ -447,58 +634,93 @@ pub(crate) fn stage_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scatter::scatter_reference;
     use engine::{BuildConfig, Dtype, TableBuilder};
 
-    #[test]
-    fn stage_batch_matches_gather_and_reports_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.scone");
-        let dim = 5;
-        let mut b = TableBuilder::create(&path, BuildConfig::new(dim as u32, Dtype::F16, 3, 10)).unwrap();
-        let ngrams: [&[u32]; 4] = [&[1, 2], &[2, 3], &[1, 2, 3], &[4, 4]];
+    fn small_table(dir: &std::path::Path, dim: usize, dtype: Dtype) -> Table {
+        let path = dir.join(format!("t{dim}.scone"));
+        let mut b = TableBuilder::create(&path, BuildConfig::new(dim as u32, dtype, 3, 10)).unwrap();
+        let ngrams: [&[u32]; 6] = [&[1, 2], &[2, 3], &[1, 2, 3], &[4, 4], &[3, 1], &[5, 6, 7]];
         for (i, g) in ngrams.iter().enumerate() {
             let row: Vec<f32> = (0..dim).map(|c| (i * 10 + c) as f32).collect();
             b.push(g, &row, None).unwrap();
         }
         b.finish().unwrap();
-        let table = Table::open(&path).unwrap();
-        let matcher = SuffixMatcher::new(&table);
+        Table::open(&path).unwrap()
+    }
+
+    fn slots_of(table: &Table, tokens: &[u32], start: usize) -> Vec<u32> {
+        let hits = SuffixMatcher::new(table).match_tokens(&tokens[start..]);
+        let mut all = Vec::new();
+        SuffixMatcher::new(table).match_into(tokens, start, &mut all);
+        assert_eq!(all.len(), hits.len());
+        all.iter().map(|h| h.slot().unwrap_or(MISS_SLOT)).collect()
+    }
+
+    #[test]
+    fn gather_direct_matches_gather_and_reports_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let dim = 5;
+        let table = small_table(dir.path(), dim, Dtype::F16);
         // 99 and u32::MAX are not in the vocabulary: misses, not errors.
         let tokens = [1, 2, 3, 4, 4, 4, 99, u32::MAX, 1, 2];
+        let slots = slots_of(&table, &tokens, 0);
         let row_bytes = dim * 2;
-        let (mut hits, mut slots) = (Vec::new(), Vec::new());
         let mut rows = vec![0xAAu8; tokens.len() * row_bytes];
         let mut mask = vec![7u8; tokens.len()];
-        let n = stage_batch(&table, &matcher, &tokens, 0, 0, (&mut hits, &mut slots), &mut rows, &mut mask).unwrap();
-
-        let want_hits = matcher.match_tokens(&tokens);
-        let want_slots: Vec<u32> = want_hits.iter().map(|h| h.slot().unwrap_or(MISS_SLOT)).collect();
+        let n = gather_direct(&table, &slots, 0, &mut rows, &mut mask).unwrap();
         let mut want = vec![0u8; rows.len()];
-        gather(&table, &want_slots, GatherOptions { dtype: Dtype::F16, max_threads: 1 }, &mut want).unwrap();
+        gather(&table, &slots, GatherOptions { dtype: Dtype::F16, max_threads: 1 }, &mut want).unwrap();
         assert_eq!(rows, want);
-        let want_mask: Vec<u8> = want_hits.iter().map(|h| u8::from(h.is_hit())).collect();
-        assert_eq!(mask, want_mask);
-        assert_eq!(n, want_mask.iter().filter(|&&m| m == 1).count());
         assert_eq!(mask, [0, 1, 1, 0, 1, 1, 0, 0, 0, 1]);
-
-        // With context: only positions 8.. are staged.
-        let n = stage_batch(
-            &table,
-            &matcher,
-            &tokens,
-            8,
-            1,
-            (&mut hits, &mut slots),
-            &mut rows[..2 * row_bytes],
-            &mut mask[..2],
-        )
-        .unwrap();
-        assert_eq!((n, &mask[..2]), (1, &[0u8, 1][..]));
+        assert_eq!(n, 5);
 
         // Wrong buffer sizes are errors, not panics.
-        let e = stage_batch(&table, &matcher, &tokens, 0, 1, (&mut hits, &mut slots), &mut rows[..3], &mut mask);
+        let e = gather_direct(&table, &slots, 1, &mut rows[..3], &mut mask);
         assert!(matches!(e, Err(BridgeError::Gather(_))), "{e:?}");
-        let e = stage_batch(&table, &matcher, &tokens, 0, 1, (&mut hits, &mut slots), &mut rows, &mut mask[..2]);
+        let e = gather_direct(&table, &slots, 1, &mut rows, &mut mask[..2]);
         assert!(matches!(e, Err(BridgeError::InvalidArgument(_))), "{e:?}");
+    }
+
+    /// The host half of the indexed path (plan, gather of the distinct
+    /// non-cached rows) followed by the CPU reference of `scatter_rows`
+    /// equals `engine::gather` of every position, with and without dedup
+    /// and cache, for an odd row size.
+    #[test]
+    fn indexed_plan_and_reference_scatter_equal_gather() {
+        let dir = tempfile::tempdir().unwrap();
+        for (dim, dtype) in [(5usize, Dtype::F16), (3, Dtype::F32), (40, Dtype::BF16)] {
+            let table = small_table(dir.path(), dim, dtype);
+            let row_bytes = dim * dtype.size();
+            let stride = table.header().row_stride as usize;
+            let tokens = [1, 2, 3, 1, 2, 3, 4, 4, 4, 4, 99, 3, 1, 2, 5, 6, 7, 1, 2, 3, 4, 4];
+            let slots = slots_of(&table, &tokens, 0);
+            let mut want = vec![0u8; slots.len() * row_bytes];
+            gather(&table, &slots, GatherOptions { dtype, max_threads: 1 }, &mut want).unwrap();
+            let want_mask: Vec<u8> = slots.iter().map(|&s| u8::from(s != MISS_SLOT)).collect();
+            let mut dedup = Dedup::new(tokens.len());
+            for cached in [0u32, 2, table.rows() as u32] {
+                let mut cache = vec![0u8; cached as usize * stride];
+                for s in 0..cached {
+                    let r = table.row_bytes(s).unwrap();
+                    cache[s as usize * stride..][..r.len()].copy_from_slice(r);
+                }
+                for on in [false, true] {
+                    let (mut uniq, mut idx) = (Vec::new(), Vec::new());
+                    let hits = dedup.plan(&slots, cached, on, &mut uniq, &mut idx);
+                    assert_eq!(hits, want_mask.iter().filter(|&&m| m == 1).count());
+                    let mut staged = vec![0u8; uniq.len() * row_bytes];
+                    gather(&table, &uniq, GatherOptions { dtype, max_threads: 1 }, &mut staged).unwrap();
+                    let (rows, mask) = scatter_reference(&cache, stride, cached, &staged, row_bytes, &idx);
+                    assert_eq!(mask, want_mask, "d={dim} cached={cached} dedup={on}");
+                    assert!(rows == want, "d={dim} cached={cached} dedup={on}");
+                    if on {
+                        let distinct: std::collections::HashSet<_> =
+                            slots.iter().filter(|&&s| s != MISS_SLOT && s >= cached).collect();
+                        assert_eq!(uniq.len(), distinct.len());
+                    }
+                }
+            }
+        }
     }
 }

@@ -12,6 +12,7 @@ use engine::{Table, MISS_SLOT};
 
 use crate::driver::no_panic;
 use crate::error::{cuda_err, BridgeError};
+use crate::scatter::GpuCache;
 use crate::{DeviceBuffer, Gpu, PinnedBuffer};
 
 /// PTX of `kernels/gather.cu` (see `kernels/build.sh`).
@@ -47,17 +48,6 @@ pub(crate) struct ZeroCopyRows {
     registered: Option<usize>,
     /// The pinned copy (freed on drop, after the wait).
     _copy: Option<PinnedBuffer>,
-    /// GPU hot cache: rows `0..cached` (the hottest: tables are laid out
-    /// hottest-first) copied to device memory at setup, same stride.
-    cache: Option<DeviceBuffer>,
-    cached: u32,
-}
-
-/// Rows of a GPU hot cache of `bytes` bytes: whole strides (the cache keeps
-/// the table's row stride), at most `n_rows`.
-pub(crate) fn cache_rows(bytes: usize, stride: u64, n_rows: u64) -> u32 {
-    let rows = (bytes as u64).checked_div(stride).unwrap_or(0).min(n_rows);
-    u32::try_from(rows).unwrap_or(u32::MAX)
 }
 
 impl std::fmt::Debug for ZeroCopyRows {
@@ -66,7 +56,6 @@ impl std::fmt::Debug for ZeroCopyRows {
             .field("source", &self.source)
             .field("n_rows", &self.n_rows)
             .field("stride", &self.stride)
-            .field("cached", &self.cached)
             .finish()
     }
 }
@@ -75,10 +64,7 @@ impl ZeroCopyRows {
     /// Makes `table`'s rows readable by `gpu`'s device. The caller must keep
     /// `table` alive (and its resident rows in place) for as long as this
     /// value exists: `LookupPipeline` borrows the table for its lifetime.
-    /// `cache_bytes > 0`: the first `cache_bytes / stride` rows (at most
-    /// all) are also copied to device memory once, and the kernel reads
-    /// slots below that count from there instead of over the bus.
-    pub(crate) fn new(table: &Table, gpu: &Gpu, cache_bytes: usize) -> Result<ZeroCopyRows, BridgeError> {
+    pub(crate) fn new(table: &Table, gpu: &Gpu) -> Result<ZeroCopyRows, BridgeError> {
         let ctx = gpu.ctx().clone();
         let func = no_panic("loading gather kernel", {
             let ctx = ctx.clone();
@@ -113,24 +99,11 @@ impl ZeroCopyRows {
             source: ZeroCopySource::PinnedCopy,
             registered: None,
             _copy: None,
-            cache: None,
-            cached: 0,
         };
         // SAFETY: `base..base + len` lies within the table's rows section
         // (shown above), which is alive and immutable while `table` is
         // borrowed here.
         let rows = unsafe { std::slice::from_raw_parts(base, len) };
-        let cached = cache_rows(cache_bytes, stride, n_rows);
-        if cached > 0 {
-            // Rows 0..cached with the table's stride: the first
-            // (cached - 1) * stride + row_bytes bytes of the section.
-            let used = (u64::from(cached) - 1) * stride + u64::from(row_bytes);
-            let staging = gpu.pinned_from_slice(&rows[..used as usize])?;
-            let mut dev = gpu.alloc_device(cached as usize * stride as usize)?;
-            gpu.copy_to_device(&staging, &mut dev)?.synchronize()?;
-            zc.cache = Some(dev);
-            zc.cached = cached;
-        }
         if table.rows_are_resident() && zc.try_register(base, len)? {
             return Ok(zc);
         }
@@ -139,11 +112,6 @@ impl ZeroCopyRows {
         zc.dev_rows = device_pointer(host)?;
         zc._copy = Some(copy);
         Ok(zc)
-    }
-
-    /// Rows held in the GPU hot cache (slots `0..cached_rows()`).
-    pub(crate) fn cached_rows(&self) -> u32 {
-        self.cached
     }
 
     /// Registers `base..base + len` (the resident rows: an anonymous,
@@ -182,14 +150,15 @@ impl ZeroCopyRows {
     /// Enqueues the gather kernel on `gpu`'s stream: for each of the first
     /// `n` slots in `slots` (u32, already on the device), row bytes into
     /// `out[p * row_bytes ..]`. `host_slots` are the same slots, checked here
-    /// so that the kernel never reads outside the mapped rows. Slots below
-    /// [`ZeroCopyRows::cached_rows`] are read from the device cache.
+    /// so that the kernel never reads outside the mapped rows. With a
+    /// `cache`, slots below its row count are read from device memory.
     pub(crate) fn launch(
         &self,
         gpu: &Gpu,
         host_slots: &[u32],
         slots: &DeviceBuffer,
         out: &mut DeviceBuffer,
+        cache: Option<&GpuCache>,
     ) -> Result<(), BridgeError> {
         let n = host_slots.len();
         if let Some(bad) = host_slots.iter().find(|&&s| s != MISS_SLOT && u64::from(s) >= self.n_rows) {
@@ -213,11 +182,19 @@ impl ZeroCopyRows {
         let no_cache = 0u64;
         let mut b = gpu.stream().launch_builder(&self.func);
         b.arg(&self.dev_rows).arg(&self.stride).arg(&self.row_bytes).arg(slots).arg(&n32).arg(out);
-        match self.cache.as_ref().and_then(DeviceBuffer::slice) {
-            Some(cache) => b.arg(cache),
-            None => b.arg(&no_cache),
+        let cached = match cache.and_then(|c| c.buffer().slice().map(|s| (s, c.rows()))) {
+            Some((s, rows)) => {
+                if cache.map(GpuCache::stride) != Some(self.stride) {
+                    return Err(BridgeError::InvalidArgument("GPU cache stride differs from the rows'".into()));
+                }
+                b.arg(s);
+                rows
+            }
+            None => {
+                b.arg(&no_cache);
+                0
+            }
         };
-        let cached = if self.cache.is_some() { self.cached } else { 0 };
         b.arg(&cached);
         // SAFETY: the arguments match gather_rows's parameters in number,
         // order and type (u64 rows address, u64 stride, u32 row_bytes, slot
@@ -255,19 +232,5 @@ impl Drop for ZeroCopyRows {
             // and no work that reads it is pending (synchronised above).
             let _ = unsafe { sys::cuMemHostUnregister(base as *mut c_void) };
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::cache_rows;
-
-    #[test]
-    fn cache_rows_counts_whole_strides() {
-        assert_eq!(cache_rows(0, 2048, 100), 0);
-        assert_eq!(cache_rows(2047, 2048, 100), 0);
-        assert_eq!(cache_rows(2048 * 30 + 5, 2048, 100), 30);
-        assert_eq!(cache_rows(usize::MAX, 64, 100), 100);
-        assert_eq!(cache_rows(1 << 20, 0, 100), 0);
     }
 }

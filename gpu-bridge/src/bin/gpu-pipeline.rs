@@ -17,23 +17,34 @@
 //!   second time with resident rows, registered in place with
 //!   `cuMemHostRegister`; only slots and mask are copied, a GPU kernel reads
 //!   the rows over the bus), submit-and-wait and back to back;
-//! - `zipf-zc` / `zipf-zc-c10`: zero-copy pipelined (back to back) on
-//!   Zipf(1.1) batches, without a GPU cache and with a GPU hot cache of 10 %
-//!   of the rows (`PipelineConfig::gpu_cache_bytes`), followed by delivered
-//!   rows/s over the copy ceiling in rows/s (`x ceiling`) and the share of
-//!   positions served from the GPU cache. Zipf batches: f-gram ranks r drawn
-//!   from Zipf(1.1) over the table's rows (slot r = rank r: the table is
-//!   hottest-first) and written as token pairs (r / VOCAB, r % VOCAB), so the
-//!   second position of each pair looks up rank r and the first the
-//!   junction bigram (previous pair's second token, this pair's first).
+//! - `pipelined-dd` / `zc-pipelined-dd`: the same two pipelined modes with
+//!   `PipelineConfig::dedup` on (the library default; the modes above keep
+//!   it off so that they stay comparable with earlier runs);
+//! - a Zipf(1.1) block per table, after the uniform rows: slots (f-gram
+//!   ranks; slot r = rank r, the table being hottest-first) drawn from
+//!   Zipf(1.1) over all of the table's rows for every position, no misses,
+//!   submitted with `LookupPipeline::submit_slots` (no matching: the
+//!   transfer alone), pipelined back to back, for CPU gather (`zipf-cpu*`)
+//!   and zero-copy (`zipf-zc*`), dedup off / on (`-dd`) and GPU hot cache
+//!   0 / `--cache-pct` % of the rows (suffix `-c`). Each row reports
+//!   delivered rows/s, then: delivered rows/s over the copy ceiling in rows/s
+//!   (`x ceiling`: the pinned-copy rate of whole rows plus mask, as in the
+//!   uniform rows), bus bytes actually sent per batch (rows + indices, from
+//!   `BatchHandle::bus_bytes`), rows sent per batch, the batches' unique
+//!   fraction (distinct slots / positions) and the share of positions served
+//!   from the GPU cache.
 //!
-//! Usage: `gpu-pipeline [--rows N] [--seconds S] [--dir DIR] [--host-only] [--resident-rows]`.
+//! Usage: `gpu-pipeline [--rows N] [--seconds S] [--dir DIR] [--host-only]
+//! [--resident-rows] [--zipf-only] [--cache-pct P]`.
 //! `--rows N` (default 500000): rows of the d = 1024 table; the d = 2048 table
 //! gets N / 2 (both 1.0 GB of f16 rows by default). `--seconds` (default 0.5):
 //! time per mode and configuration. `--resident-rows`: open the tables with
 //! `OpenOptions::resident_rows` (rows copied into anonymous memory with
-//! transparent huge pages: fewer TLB misses in the gather). `--host-only`: no GPU needed (only the
-//! `host` rows). Without a GPU the binary says so and exits 0.
+//! transparent huge pages: fewer TLB misses in the gather). `--host-only`: no
+//! GPU needed (only the `host` rows). `--zipf-only`: of the uniform modes only
+//! the ceiling, then the Zipf block. `--cache-pct P` (default 10): GPU cache
+//! size of the cached Zipf modes in % of the rows. Without a GPU the binary
+//! says so and exits 0.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -58,10 +69,20 @@ struct Args {
     dir: Option<String>,
     host_only: bool,
     resident_rows: bool,
+    zipf_only: bool,
+    cache_pct: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut a = Args { rows: 500_000, seconds: 0.5, dir: None, host_only: false, resident_rows: false };
+    let mut a = Args {
+        rows: 500_000,
+        seconds: 0.5,
+        dir: None,
+        host_only: false,
+        resident_rows: false,
+        zipf_only: false,
+        cache_pct: 10,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -71,8 +92,13 @@ fn parse_args() -> Result<Args, String> {
             "--dir" => a.dir = Some(value()?),
             "--host-only" => a.host_only = true,
             "--resident-rows" => a.resident_rows = true,
+            "--zipf-only" => a.zipf_only = true,
+            "--cache-pct" => a.cache_pct = value()?.parse().map_err(|e| format!("--cache-pct: {e}"))?,
             _ => return Err(format!("unknown argument {flag}")),
         }
+    }
+    if a.cache_pct > 100 {
+        return Err("--cache-pct must be at most 100".into());
     }
     if a.rows < 2 * VOCAB as usize || a.rows > (VOCAB as usize) * (VOCAB as usize) {
         return Err(format!("--rows must be in {}..={}", 2 * VOCAB, VOCAB * VOCAB));
@@ -84,7 +110,10 @@ fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("{e}\nusage: gpu-pipeline [--rows N] [--seconds S] [--dir DIR] [--host-only] [--resident-rows]");
+            eprintln!(
+                "{e}\nusage: gpu-pipeline [--rows N] [--seconds S] [--dir DIR] [--host-only] [--resident-rows] \
+                 [--zipf-only] [--cache-pct P]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -158,9 +187,11 @@ fn token_pool(rows: usize, positions: usize, seed: u64) -> Vec<Vec<u32>> {
         .collect()
 }
 
-/// Zipf(ZIPF_S) batches over `rows` ranks (see the module doc): each pair of
-/// tokens (r / VOCAB, r % VOCAB) spells the f-gram at slot r.
-fn zipf_pool(rows: usize, positions: usize, seed: u64) -> Vec<Vec<u32>> {
+/// Zipf(ZIPF_S) slot batches over `rows` ranks: every position's slot is
+/// rank r with probability proportional to (r + 1)^-ZIPF_S (slot r = rank r:
+/// the table is hottest-first). Returns the batches and their mean unique
+/// fraction (distinct slots / positions).
+fn zipf_slot_pool(rows: usize, positions: usize, seed: u64) -> (Vec<Vec<u32>>, f64) {
     let mut cdf = Vec::with_capacity(rows);
     let mut acc = 0.0;
     for r in 1..=rows {
@@ -174,19 +205,27 @@ fn zipf_pool(rows: usize, positions: usize, seed: u64) -> Vec<Vec<u32>> {
         x ^= x << 17;
         (x >> 11) as f64 / (1u64 << 53) as f64
     };
-    (0..POOL)
+    let pool: Vec<Vec<u32>> = (0..POOL)
         .map(|_| {
-            let mut t = Vec::with_capacity(positions + 1);
-            while t.len() < positions {
-                let u = uniform() * acc;
-                let r = cdf.partition_point(|&c| c < u).min(rows - 1);
-                t.push((r / VOCAB as usize) as u32);
-                t.push((r % VOCAB as usize) as u32);
-            }
-            t.truncate(positions);
-            t
+            (0..positions)
+                .map(|_| {
+                    let u = uniform() * acc;
+                    cdf.partition_point(|&c| c < u).min(rows - 1) as u32
+                })
+                .collect()
         })
-        .collect()
+        .collect();
+    let unique = pool
+        .iter()
+        .map(|b| {
+            let mut s = b.clone();
+            s.sort_unstable();
+            s.dedup();
+            s.len() as f64 / b.len().max(1) as f64
+        })
+        .sum::<f64>()
+        / POOL as f64;
+    (pool, unique)
 }
 
 struct Stats {
@@ -199,6 +238,10 @@ struct Stats {
     hit_rate: Option<f64>,
     /// Share of positions served from the GPU hot cache.
     cache_share: f64,
+    /// Bytes and rows sent over the bus (`BatchHandle::bus_bytes`,
+    /// `bus_rows`), summed over the measured batches.
+    bus_bytes: usize,
+    bus_rows: usize,
     /// Printed on a line of its own after the row.
     note: String,
 }
@@ -215,7 +258,7 @@ impl Stats {
         };
         let hits = self.hit_rate.map_or(String::new(), |h| format!("  hits {:.1}%", h * 100.0));
         println!(
-            "{dim:>5} {batch:>6}  {:<13} {:>6}  {:>9.2}  {:>7.2}  {:>8.3}  {:>8.3}{hits}",
+            "{dim:>5} {batch:>6}  {:<15} {:>6}  {:>9.2}  {:>7.2}  {:>8.3}  {:>8.3}{hits}",
             self.mode,
             self.batches,
             self.positions as f64 / self.secs / 1e6,
@@ -224,7 +267,7 @@ impl Stats {
             q(0.99),
         );
         if !self.note.is_empty() {
-            println!("{:>5} {:>6}  {:<13} {}", "", "", "", self.note);
+            println!("{:>5} {:>6}  {:<15} {}", "", "", "", self.note);
         }
     }
 }
@@ -256,11 +299,11 @@ fn run(args: &Args, gpu: Option<&Gpu>) -> Result<(), String> {
             t.elapsed().as_secs_f64()
         );
         println!(
-            "{:>5} {:>6}  {:<13} {:>6}  {:>9}  {:>7}  {:>8}  {:>8}",
+            "{:>5} {:>6}  {:<15} {:>6}  {:>9}  {:>7}  {:>8}  {:>8}",
             "dim", "batch", "mode", "n", "Mrows/s", "GB/s", "p50 ms", "p99 ms"
         );
-        // Zero-copy: resident rows registered in place, one pipeline for all
-        // batch sizes (registration is per table, not per batch).
+        // Zero-copy: resident rows registered in place, one pipeline per
+        // configuration for all batch sizes (registration is per table).
         let zc_table = match (gpu, args.resident_rows) {
             (Some(_), false) => Some(
                 Table::open_with(&path, OpenOptions { resident_rows: true, ..OpenOptions::default() })
@@ -268,95 +311,128 @@ fn run(args: &Args, gpu: Option<&Gpu>) -> Result<(), String> {
             ),
             _ => None,
         };
-        let mut zc_pipe = match gpu {
-            Some(g) => {
-                let t = Instant::now();
-                let cfg = PipelineConfig { mode: GatherMode::ZeroCopy, ..PipelineConfig::new(BATCHES[2]) };
-                let p = LookupPipeline::new(zc_table.as_ref().unwrap_or(&table), g, cfg).map_err(err)?;
-                println!(
-                    "zero-copy setup: rows {:?} in {:.2} s",
-                    p.zero_copy_source().expect("zero-copy"),
-                    t.elapsed().as_secs_f64()
-                );
-                Some(p)
+        let zt = zc_table.as_ref().unwrap_or(&table);
+        // Copy ceiling in rows/s (row + mask byte per position), per batch size.
+        let mut ceiling_rows = Vec::new();
+        {
+            let mut zc_pipes = match (gpu, args.zipf_only) {
+                (Some(g), false) => {
+                    let t = Instant::now();
+                    let mk = |dedup: bool| {
+                        let cfg =
+                            PipelineConfig { mode: GatherMode::ZeroCopy, dedup, ..PipelineConfig::new(BATCHES[2]) };
+                        LookupPipeline::new(zt, g, cfg).map_err(err)
+                    };
+                    let (p, pd) = (mk(false)?, mk(true)?);
+                    println!(
+                        "zero-copy setup: rows {:?} / {:?} (dedup) in {:.2} s",
+                        p.zero_copy_source().expect("zero-copy"),
+                        pd.zero_copy_source().expect("zero-copy"),
+                        t.elapsed().as_secs_f64()
+                    );
+                    Some((p, pd))
+                }
+                _ => None,
+            };
+            for &batch in &BATCHES {
+                let pool = token_pool(rows, batch, (dim * batch) as u64);
+                let bytes = batch * (row_bytes + 1);
+                if !args.zipf_only {
+                    host_only(&table, &pool, gpu, budget)?.print(dim, batch);
+                }
+                let Some(gpu) = gpu else { continue };
+                // (a) ceiling
+                let gbps = probe_bandwidth(gpu, bytes, 20).map_err(err)?;
+                let src = gpu.alloc_pinned(bytes).map_err(err)?;
+                let mut dst = gpu.alloc_device(bytes).map_err(err)?;
+                let mut lat = Vec::new();
+                let start = Instant::now();
+                while lat.len() < MIN_BATCHES || start.elapsed() < budget / 2 {
+                    let t = Instant::now();
+                    gpu.copy_to_device(&src, &mut dst).map_err(err)?.synchronize().map_err(err)?;
+                    lat.push(ms(t.elapsed()));
+                }
+                let secs = bytes as f64 / (gbps * 1e9);
+                Stats {
+                    mode: "ceiling",
+                    batches: 20,
+                    secs,
+                    positions: batch,
+                    bytes,
+                    lat_ms: lat,
+                    hit_rate: None,
+                    cache_share: 0.0,
+                    bus_bytes: 0,
+                    bus_rows: 0,
+                    note: String::new(),
+                }
+                .print(dim, batch);
+                ceiling_rows.push(gbps * 1e9 / (row_bytes + 1) as f64);
+                let Some((zc, zcd)) = zc_pipes.as_mut() else { continue };
+                // (b) serial, (c) pipelined: dedup off, as in earlier runs;
+                // then the library default (dedup on).
+                serial(&table, gpu, &pool, budget)?.print(dim, batch);
+                pipelined(&table, gpu, &pool, budget, false, false)?.print(dim, batch);
+                pipelined(&table, gpu, &pool, budget, true, false)?.print(dim, batch);
+                pipelined(&table, gpu, &pool, budget, false, true)?.print(dim, batch);
+                drive(zc, &pool, budget, false, false, "zc-serial")?.print(dim, batch);
+                drive(zc, &pool, budget, true, false, "zc-pipelined")?.print(dim, batch);
+                drive(zcd, &pool, budget, true, false, "zc-pipelined-dd")?.print(dim, batch);
             }
-            None => None,
-        };
-        // The same with a GPU hot cache of 10 % of the rows.
-        let mut zc_cached = match gpu {
-            Some(g) => {
-                let t = Instant::now();
-                let zt = zc_table.as_ref().unwrap_or(&table);
-                let cache_bytes = rows / 10 * zt.header().row_stride as usize;
-                let cfg = PipelineConfig {
-                    mode: GatherMode::ZeroCopy,
-                    gpu_cache_bytes: cache_bytes,
-                    ..PipelineConfig::new(BATCHES[2])
-                };
-                let p = LookupPipeline::new(zt, g, cfg).map_err(err)?;
-                println!(
-                    "zero-copy + GPU cache setup: {} rows ({:.2} GB) cached in {:.2} s",
-                    p.gpu_cached_rows(),
-                    cache_bytes as f64 / 1e9,
-                    t.elapsed().as_secs_f64()
-                );
-                Some(p)
-            }
-            None => None,
-        };
-        for &batch in &BATCHES {
-            let pool = token_pool(rows, batch, (dim * batch) as u64);
-            let bytes = batch * (row_bytes + 1);
-            host_only(&table, &pool, gpu, budget)?.print(dim, batch);
-            let Some(gpu) = gpu else { continue };
-            // (a) ceiling
-            let gbps = probe_bandwidth(gpu, bytes, 20).map_err(err)?;
-            let src = gpu.alloc_pinned(bytes).map_err(err)?;
-            let mut dst = gpu.alloc_device(bytes).map_err(err)?;
-            let mut lat = Vec::new();
-            let start = Instant::now();
-            while lat.len() < MIN_BATCHES || start.elapsed() < budget / 2 {
-                let t = Instant::now();
-                gpu.copy_to_device(&src, &mut dst).map_err(err)?.synchronize().map_err(err)?;
-                lat.push(ms(t.elapsed()));
-            }
-            let secs = bytes as f64 / (gbps * 1e9);
-            Stats {
-                mode: "ceiling",
-                batches: 20,
-                secs,
-                positions: batch,
-                bytes,
-                lat_ms: lat,
-                hit_rate: None,
-                cache_share: 0.0,
-                note: String::new(),
-            }
-            .print(dim, batch);
-            let ceiling_rows = gbps * 1e9 / (row_bytes + 1) as f64;
-            // (b) serial, (c) pipelined
-            serial(&table, gpu, &pool, budget)?.print(dim, batch);
-            pipelined(&table, gpu, &pool, budget, false)?.print(dim, batch);
-            pipelined(&table, gpu, &pool, budget, true)?.print(dim, batch);
-            let zc = zc_pipe.as_mut().expect("GPU present");
-            drive(zc, &pool, budget, false, "zc-serial")?.print(dim, batch);
-            drive(zc, &pool, budget, true, "zc-pipelined")?.print(dim, batch);
-            // Zipf(1.1): zero-copy pipelined without and with the GPU cache.
-            let zpool = zipf_pool(rows, batch, (dim * batch) as u64 + 1);
-            for (mode, p) in [("zipf-zc", zc), ("zipf-zc-c10", zc_cached.as_mut().expect("GPU present"))] {
-                let mut st = drive(p, &zpool, budget, true, mode)?;
+        }
+        let Some(gpu) = gpu else { continue };
+        // Zipf(1.1) over rows, slots submitted directly: every combination of
+        // gather mode, dedup and GPU cache, one pipeline at a time.
+        let pools: Vec<(Vec<Vec<u32>>, f64)> =
+            BATCHES.iter().map(|&b| zipf_slot_pool(rows, b, (dim * b) as u64 + 1)).collect();
+        let cache_bytes = rows * args.cache_pct / 100 * zt.header().row_stride as usize;
+        println!(
+            "Zipf({ZIPF_S}) slots, {rows} rows, no misses; unique fraction per batch size: {}; cache {}% = {:.2} GB",
+            pools.iter().map(|(_, u)| format!("{:.1}%", u * 100.0)).collect::<Vec<_>>().join(" / "),
+            args.cache_pct,
+            cache_bytes as f64 / 1e9
+        );
+        let mut lines: Vec<(usize, usize, Stats)> = Vec::new();
+        let configs = [
+            ("zipf-cpu", GatherMode::CpuGather, false, false),
+            ("zipf-cpu-dd", GatherMode::CpuGather, true, false),
+            ("zipf-cpu-c", GatherMode::CpuGather, false, true),
+            ("zipf-cpu-dd-c", GatherMode::CpuGather, true, true),
+            ("zipf-zc", GatherMode::ZeroCopy, false, false),
+            ("zipf-zc-dd", GatherMode::ZeroCopy, true, false),
+            ("zipf-zc-c", GatherMode::ZeroCopy, false, true),
+            ("zipf-zc-dd-c", GatherMode::ZeroCopy, true, true),
+        ];
+        for (c, &(mode, gather_mode, dedup, cached)) in configs.iter().enumerate() {
+            let cfg = PipelineConfig {
+                mode: gather_mode,
+                dedup,
+                gpu_cache_bytes: if cached { cache_bytes } else { 0 },
+                ..PipelineConfig::new(BATCHES[2])
+            };
+            let tb = if gather_mode == GatherMode::ZeroCopy { zt } else { &table };
+            let mut p = LookupPipeline::new(tb, gpu, cfg).map_err(err)?;
+            for (b, (pool, unique)) in pools.iter().enumerate() {
+                let mut st = drive(&mut p, pool, budget, true, true, mode)?;
                 let rate = st.positions as f64 / st.secs;
                 st.note = format!(
-                    "x ceiling {:.2} ({:.2} / {:.2} Mrows/s)  hits {:.1}%  from GPU cache {:.1}%",
-                    rate / ceiling_rows,
+                    "x ceiling {:.2} ({:.2} / {:.2} Mrows/s)  bus {:.2} MB/batch, {:.0} rows/batch  unique {:.1}%  \
+                     from GPU cache {:.1}%",
+                    rate / ceiling_rows[b],
                     rate / 1e6,
-                    ceiling_rows / 1e6,
-                    st.hit_rate.unwrap_or(0.0) * 100.0,
+                    ceiling_rows[b] / 1e6,
+                    st.bus_bytes as f64 / st.batches as f64 / 1e6,
+                    st.bus_rows as f64 / st.batches as f64,
+                    unique * 100.0,
                     st.cache_share * 100.0,
                 );
                 st.hit_rate = None;
-                st.print(dim, batch);
+                lines.push((b, c, st));
             }
+        }
+        lines.sort_by_key(|&(b, c, _)| (b, c));
+        for (b, _, mut st) in lines {
+            st.print(dim, BATCHES[b]);
         }
     }
     Ok(())
@@ -420,36 +496,43 @@ fn host_only(table: &Table, pool: &[Vec<u32>], gpu: Option<&Gpu>, budget: Durati
         lat_ms: lat,
         hit_rate: Some(n_hits as f64 / n_pos.max(1) as f64),
         cache_share: 0.0,
+        bus_bytes: 0,
+        bus_rows: 0,
         note: String::new(),
     })
 }
 
 /// Drives an existing pipeline: submit-and-wait (`!back_to_back`) or
 /// submit back to back (latencies observed at later submits: upper bounds).
+/// `slots`: the pool holds slots for `submit_slots`, not tokens.
 fn drive(
     pipe: &mut LookupPipeline<'_>,
     pool: &[Vec<u32>],
     budget: Duration,
     back_to_back: bool,
+    slots: bool,
     mode: &'static str,
 ) -> Result<Stats, String> {
     let err = |e: BridgeError| e.to_string();
     let batch = pool[0].len();
-    for tokens in pool.iter().take(3) {
-        let h = pipe.submit(tokens).map_err(err)?;
+    let submit = |pipe: &mut LookupPipeline<'_>, b: &[u32]| if slots { pipe.submit_slots(b) } else { pipe.submit(b) };
+    for b in pool.iter().take(3) {
+        let h = submit(pipe, b).map_err(err)?;
         h.wait().map_err(err)?;
         pipe.recycle(h);
     }
     let mut lat = Vec::new();
     let mut in_flight = VecDeque::new();
-    let (mut n_hits, mut n_cached) = (0usize, 0usize);
+    let (mut n_hits, mut n_cached, mut bus_bytes, mut bus_rows) = (0usize, 0usize, 0usize, 0usize);
     let start = Instant::now();
     let mut i = 0;
     while i < MIN_BATCHES || start.elapsed() < budget {
         let t = Instant::now();
-        let h = pipe.submit(&pool[i % POOL]).map_err(err)?;
+        let h = submit(pipe, &pool[i % POOL]).map_err(err)?;
         n_hits += h.hit_count();
         n_cached += h.cache_hits();
+        bus_bytes += h.bus_bytes();
+        bus_rows += h.bus_rows();
         if !back_to_back {
             h.wait().map_err(err)?;
         }
@@ -481,20 +564,35 @@ fn drive(
         lat_ms: lat,
         hit_rate: Some(n_hits as f64 / positions.max(1) as f64),
         cache_share: n_cached as f64 / positions.max(1) as f64,
+        bus_bytes,
+        bus_rows,
         note: String::new(),
     })
 }
 
-/// Submit and wait, one batch at a time, on the CPU-gather path.
+/// Submit and wait, one batch at a time, on the CPU-gather path (dedup off).
 fn serial(table: &Table, gpu: &Gpu, pool: &[Vec<u32>], budget: Duration) -> Result<Stats, String> {
-    let mut pipe = LookupPipeline::new(table, gpu, PipelineConfig::new(pool[0].len())).map_err(|e| e.to_string())?;
-    drive(&mut pipe, pool, budget, false, "serial")
+    let cfg = PipelineConfig { dedup: false, ..PipelineConfig::new(pool[0].len()) };
+    let mut pipe = LookupPipeline::new(table, gpu, cfg).map_err(|e| e.to_string())?;
+    drive(&mut pipe, pool, budget, false, false, "serial")
 }
 
 /// Submit back to back on the CPU-gather path (see [`drive`] for what the
-/// latencies mean).
-fn pipelined(table: &Table, gpu: &Gpu, pool: &[Vec<u32>], budget: Duration, wc: bool) -> Result<Stats, String> {
-    let cfg = PipelineConfig { write_combined: wc, ..PipelineConfig::new(pool[0].len()) };
+/// latencies mean), write-combined staging or not, dedup or not.
+fn pipelined(
+    table: &Table,
+    gpu: &Gpu,
+    pool: &[Vec<u32>],
+    budget: Duration,
+    wc: bool,
+    dedup: bool,
+) -> Result<Stats, String> {
+    let cfg = PipelineConfig { write_combined: wc, dedup, ..PipelineConfig::new(pool[0].len()) };
     let mut pipe = LookupPipeline::new(table, gpu, cfg).map_err(|e| e.to_string())?;
-    drive(&mut pipe, pool, budget, true, if wc { "pipelined-wc" } else { "pipelined" })
+    let mode = match (wc, dedup) {
+        (true, _) => "pipelined-wc",
+        (false, false) => "pipelined",
+        (false, true) => "pipelined-dd",
+    };
+    drive(&mut pipe, pool, budget, true, false, mode)
 }
