@@ -4,6 +4,7 @@
 
 pub mod bpe;
 pub mod corpus;
+pub mod experiment;
 pub mod export;
 pub mod fgram_list;
 pub mod fgram_set;

@@ -1,0 +1,402 @@
+//! The whole SCONE flow on a corpus, as one call: tokenizer, counting,
+//! selection, training the baseline and SCONE models, export into engine
+//! tables, and the three perplexities of docs/TRAINING.md:
+//! (a) the baseline, (b) SCONE computing f-gram embeddings on the fly,
+//! (c) SCONE reading them from the engine table.
+//!
+//! Presets: `quick` (the README's demo, a few minutes on 2 cores) and `full`
+//! (the scaling curves: three table sizes K by two f-gram model sizes).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::Device;
+use engine::{Dtype, Table};
+use serde::{Deserialize, Serialize};
+
+use crate::bpe::BpeTokenizer;
+use crate::export::{export_table, table_inputs, ExportConfig};
+use crate::fgram_list::write_fgram_list;
+use crate::fgram_set::FgramSet;
+use crate::model::{perplexity, Model, ModelConfig};
+use crate::ngram_count::{CountConfig, NgramCount, NgramCounter};
+use crate::nn::layers::StackConfig;
+use crate::nn::{AdamWConfig, FgramConfig, LmConfig};
+use crate::select::try_select_fgrams;
+use crate::train::{TrainConfig, TrainError, Trainer};
+
+/// Every `HELD_OUT_EVERY`-th verse (index % 20 == 19 in corpus order) is
+/// held out: 5 % of the text, spread over every book.
+pub const HELD_OUT_EVERY: usize = 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExperimentConfig {
+    pub name: String,
+    pub bpe_vocab: usize,
+    pub n_max: usize,
+    pub min_count: u64,
+    /// Table sizes: the top K f-grams, one SCONE run per K and f-gram model.
+    pub top_k: Vec<usize>,
+    pub context: usize,
+    pub lm: StackConfig,
+    pub fgram_models: Vec<StackConfig>,
+    pub steps: u64,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub warmup: u64,
+    pub seed: u64,
+    pub table_dtype: Dtype,
+    pub memory_budget: usize,
+    /// Evaluate at most this many held-out tokens (0: all).
+    pub eval_tokens: usize,
+}
+
+impl ExperimentConfig {
+    pub fn quick() -> ExperimentConfig {
+        ExperimentConfig {
+            name: "quick".into(),
+            bpe_vocab: 2048,
+            n_max: 3,
+            min_count: 2,
+            top_k: vec![20_000],
+            context: 32,
+            lm: StackConfig { d_model: 64, n_layers: 2, n_heads: 2, d_ff: 256 },
+            fgram_models: vec![StackConfig { d_model: 64, n_layers: 1, n_heads: 2, d_ff: 256 }],
+            steps: 200,
+            batch_size: 16,
+            lr: 3e-3,
+            warmup: 20,
+            seed: 1,
+            table_dtype: Dtype::F16,
+            memory_budget: 256 << 20,
+            eval_tokens: 20_000,
+        }
+    }
+
+    pub fn full() -> ExperimentConfig {
+        ExperimentConfig {
+            name: "full".into(),
+            bpe_vocab: 2048,
+            n_max: 4,
+            min_count: 2,
+            top_k: vec![4_000, 32_000, 256_000],
+            context: 64,
+            lm: StackConfig { d_model: 128, n_layers: 2, n_heads: 4, d_ff: 512 },
+            fgram_models: vec![
+                StackConfig { d_model: 128, n_layers: 1, n_heads: 4, d_ff: 512 },
+                StackConfig { d_model: 192, n_layers: 2, n_heads: 4, d_ff: 768 },
+            ],
+            steps: 600,
+            batch_size: 16,
+            lr: 2e-3,
+            warmup: 50,
+            seed: 1,
+            table_dtype: Dtype::F16,
+            memory_budget: 1 << 30,
+            eval_tokens: 0,
+        }
+    }
+
+    pub fn preset(name: &str) -> Option<ExperimentConfig> {
+        match name {
+            "quick" => Some(Self::quick()),
+            "full" => Some(Self::full()),
+            _ => None,
+        }
+    }
+
+    fn train_config(&self) -> TrainConfig {
+        TrainConfig {
+            steps: self.steps,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            warmup: self.warmup,
+            seed: self.seed,
+            checkpoint_every: (self.steps / 10).max(1),
+            adamw: AdamWConfig::default(),
+        }
+    }
+}
+
+/// The corpus after tokenization and the train / held-out split.
+pub struct Prepared {
+    pub tokenizer: BpeTokenizer,
+    pub train: Vec<u32>,
+    pub held_out: Vec<u32>,
+    pub train_verses: usize,
+    pub held_out_verses: usize,
+}
+
+/// Trains the BPE on the training verses only, then encodes both splits
+/// (each verse followed by a newline) into one stream each.
+pub fn prepare_kjv(bpe_vocab: usize) -> Result<Prepared, TrainError> {
+    let verses = crate::corpus::kjv().map_err(|e| TrainError::Data(e.to_string()))?;
+    let text = |i: usize| format!("{}\n", verses[i].text);
+    let (held, train): (Vec<usize>, Vec<usize>) =
+        (0..verses.len()).partition(|i| i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1);
+    let train_text: Vec<String> = train.iter().map(|&i| text(i)).collect();
+    let tokenizer = BpeTokenizer::train(train_text.iter().map(|s| s.as_str()), bpe_vocab, 2)
+        .map_err(|e| TrainError::Data(format!("tokenizer: {e}")))?;
+    let encode = |ids: &[usize]| -> Vec<u32> { ids.iter().flat_map(|&i| tokenizer.encode(&text(i))).collect() };
+    Ok(Prepared {
+        train: encode(&train),
+        held_out: encode(&held),
+        train_verses: train.len(),
+        held_out_verses: held.len(),
+        tokenizer,
+    })
+}
+
+/// Counts 2..=n_max-grams of `stream` with bounded memory and keeps the
+/// `top_k` most frequent with count >= `min_count`. Returns them with the
+/// number of distinct n-grams seen.
+pub fn select(
+    stream: &[u32],
+    n_max: usize,
+    top_k: usize,
+    min_count: u64,
+    budget: usize,
+) -> Result<(Vec<NgramCount>, u64), TrainError> {
+    let data = |e: crate::ngram_count::CountError| TrainError::Data(format!("counting: {e}"));
+    let mut c = NgramCounter::new(CountConfig { n_min: 2, n_max, memory_budget_bytes: budget, temp_dir: None })
+        .map_err(data)?;
+    c.add_doc(stream).map_err(data)?;
+    let mut distinct = 0u64;
+    let merged = c.finish().map_err(data)?;
+    let fgrams = try_select_fgrams(merged.inspect(|_| distinct += 1), top_k, min_count).map_err(data)?;
+    Ok((fgrams, distinct))
+}
+
+/// One row of the results table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResult {
+    pub name: String,
+    /// F-grams in the table (0 for the baseline).
+    pub k: usize,
+    pub fgram_model: Option<StackConfig>,
+    pub fgram_params: usize,
+    pub accelerator_params: usize,
+    pub inference_flops_per_token: u64,
+    pub train_seconds: f64,
+    pub train_tokens_per_s: f64,
+    pub final_train_loss: f32,
+    /// (a) for the baseline, (b) for SCONE.
+    pub ppl_model: f64,
+    /// (c): SCONE reading its input embeddings from the engine table.
+    pub ppl_table: Option<f64>,
+    pub table: Option<PathBuf>,
+    pub table_bytes: Option<u64>,
+    /// Share of held-out positions whose longest match is an f-gram of 2+ tokens.
+    pub fgram_coverage: Option<f64>,
+}
+
+/// Observer of an experiment's progress: lines of text and a progress bar per long step.
+pub trait Report {
+    fn line(&self, s: &str);
+    fn bar(&self, len: u64, what: &str) -> indicatif::ProgressBar;
+}
+
+pub struct Outcome {
+    pub prepared: Prepared,
+    pub fgrams: Vec<NgramCount>,
+    pub results: Vec<RunResult>,
+}
+
+/// Runs `cfg` with outputs under `out` (checkpoints are resumed if present).
+pub fn run(cfg: &ExperimentConfig, out: &Path, report: &dyn Report) -> Result<Outcome, TrainError> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| TrainError::Io { path: p, source }
+    };
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let dev = Device::Cpu;
+
+    let t0 = Instant::now();
+    let prepared = prepare_kjv(cfg.bpe_vocab)?;
+    let tok_path = out.join("tokenizer.json");
+    prepared.tokenizer.save(&tok_path).map_err(|e| TrainError::Data(e.to_string()))?;
+    report.line(&format!(
+        "1. tokenize    byte-level BPE, {} tokens, trained on {} verses: train {} tokens, held out {} tokens ({} verses, every {HELD_OUT_EVERY}th)  [{:.1} s]",
+        prepared.tokenizer.vocab_size(),
+        prepared.train_verses,
+        prepared.train.len(),
+        prepared.held_out.len(),
+        prepared.held_out_verses,
+        t0.elapsed().as_secs_f64()
+    ));
+
+    let t0 = Instant::now();
+    let k_max = cfg.top_k.iter().copied().max().unwrap_or(0);
+    let (all_fgrams, distinct) = select(&prepared.train, cfg.n_max, k_max, cfg.min_count, cfg.memory_budget)?;
+    let list_path = out.join("fgrams.txt");
+    write_fgram_list(&list_path, prepared.tokenizer.fingerprint(), cfg.n_max, &all_fgrams)
+        .map_err(|e| TrainError::Data(e.to_string()))?;
+    report.line(&format!(
+        "2. count       {distinct} distinct 2..{}-grams in the training split; {} with count >= {} kept (top {k_max}) -> {}  [{:.1} s]",
+        cfg.n_max,
+        all_fgrams.len(),
+        cfg.min_count,
+        list_path.display(),
+        t0.elapsed().as_secs_f64()
+    ));
+
+    let eval_stream: &[u32] = match cfg.eval_tokens {
+        0 => &prepared.held_out,
+        n => &prepared.held_out[..n.min(prepared.held_out.len())],
+    };
+    let vocab = prepared.tokenizer.vocab_size() as usize;
+    let lm = |token_embedding| LmConfig { vocab, context: cfg.context, stack: cfg.lm, token_embedding };
+    let mut results = Vec::new();
+
+    // (a) the baseline.
+    let base_cfg = ModelConfig { lm: lm(true), fgram: None };
+    let (trainer, secs) = train_one(cfg, "baseline", base_cfg, None, &prepared.train, out, &dev, report)?;
+    let ppl = perplexity(&trainer.model, eval_stream, cfg.context, 16, |w| trainer.model.embed(w))?;
+    results.push(RunResult {
+        name: "baseline".into(),
+        k: 0,
+        fgram_model: None,
+        fgram_params: 0,
+        accelerator_params: base_cfg.lm.accelerator_params(),
+        inference_flops_per_token: base_cfg.lm.flops_per_token(),
+        train_seconds: secs,
+        train_tokens_per_s: (cfg.steps as usize * cfg.batch_size * cfg.context) as f64 / secs.max(1e-9),
+        final_train_loss: final_loss(&trainer),
+        ppl_model: ppl,
+        ppl_table: None,
+        table: None,
+        table_bytes: None,
+        fgram_coverage: None,
+    });
+    report.line(&format!("   baseline     held-out perplexity (a) {ppl:.2}"));
+
+    // SCONE runs: every K by every f-gram model size.
+    for &k in &cfg.top_k {
+        let fgrams = &all_fgrams[..k.min(all_fgrams.len())];
+        let set = Arc::new(FgramSet::new(fgrams, cfg.n_max));
+        for (fi, fstack) in cfg.fgram_models.iter().enumerate() {
+            let name = format!("scone-k{k}-f{fi}");
+            let fcfg = FgramConfig { vocab, n_max: cfg.n_max, stack: *fstack, out_dim: cfg.lm.d_model };
+            let mcfg = ModelConfig { lm: lm(false), fgram: Some(fcfg) };
+            let (trainer, secs) = train_one(cfg, &name, mcfg, Some(set.clone()), &prepared.train, out, &dev, report)?;
+            let model = &trainer.model;
+            let ppl_fly = perplexity(model, eval_stream, cfg.context, 16, |w| model.embed(w))?;
+
+            let t0 = Instant::now();
+            let table_path = out.join(format!("{name}.scone"));
+            let pb = report.bar((fgrams.len() + vocab) as u64, "export");
+            let export = ExportConfig {
+                dtype: cfg.table_dtype,
+                batch: 1024,
+                memory_budget: cfg.memory_budget,
+                tokenizer: Some((BpeTokenizer::KIND.to_string(), prepared.tokenizer.to_bytes())),
+                source: format!("scone trainer: {} experiment, run {name}, King James Bible", cfg.name),
+            };
+            let summary = export_table(model, fgrams, &table_path, export, |d, _| pb.set_position(d))?;
+            pb.finish_and_clear();
+            let table = Table::open(&table_path).map_err(engine::Error::from)?;
+            table.check_tokenizer(BpeTokenizer::KIND, prepared.tokenizer.fingerprint()).map_err(engine::Error::from)?;
+            let ppl_table = perplexity(model, eval_stream, cfg.context, 16, |w| {
+                table_inputs(&table, model, w).map_err(|e| candle_core::Error::Msg(e.to_string()))
+            })?;
+            let coverage = coverage(&set, eval_stream, cfg.context);
+            report.line(&format!(
+                "   {name:<12} exported {} f-gram rows + {vocab} token rows ({}, {:.1} MB) -> {}  [{:.1} s]",
+                summary.rows,
+                cfg.table_dtype,
+                summary.file_bytes as f64 / 1e6,
+                table_path.display(),
+                t0.elapsed().as_secs_f64()
+            ));
+            report.line(&format!(
+                "   {name:<12} held-out perplexity (b) on the fly {ppl_fly:.2}, (c) from the table {ppl_table:.2}; {:.0}% of positions use an f-gram",
+                100.0 * coverage
+            ));
+            results.push(RunResult {
+                name,
+                k: fgrams.len(),
+                fgram_model: Some(*fstack),
+                fgram_params: fcfg.params(),
+                accelerator_params: mcfg.lm.accelerator_params(),
+                inference_flops_per_token: mcfg.lm.flops_per_token(),
+                train_seconds: secs,
+                train_tokens_per_s: (cfg.steps as usize * cfg.batch_size * cfg.context) as f64 / secs.max(1e-9),
+                final_train_loss: final_loss(&trainer),
+                ppl_model: ppl_fly,
+                ppl_table: Some(ppl_table),
+                table: Some(table_path),
+                table_bytes: Some(summary.file_bytes),
+                fgram_coverage: Some(coverage),
+            });
+        }
+    }
+    let json = serde_json::to_vec_pretty(&(cfg, &results)).expect("results serialize");
+    let results_path = out.join("results.json");
+    std::fs::write(&results_path, json).map_err(io(&results_path))?;
+    Ok(Outcome { prepared, fgrams: all_fgrams, results })
+}
+
+fn final_loss(t: &Trainer) -> f32 {
+    let tail: Vec<f32> = t.history.iter().rev().take(20).map(|p| p.loss).collect();
+    tail.iter().sum::<f32>() / tail.len().max(1) as f32
+}
+
+/// Share of positions (windows as in evaluation) with an f-gram of 2+ tokens.
+fn coverage(set: &FgramSet, stream: &[u32], context: usize) -> f64 {
+    let (mut hit, mut n) = (0usize, 0usize);
+    for w in stream.chunks(context) {
+        for t in 0..w.len() {
+            n += 1;
+            hit += (set.longest(w, t) >= 2) as usize;
+        }
+    }
+    hit as f64 / n.max(1) as f64
+}
+
+/// Trains (or resumes, or finds finished) the run `name`; also writes its
+/// loss curve as CSV. Returns the trainer and the training seconds.
+#[allow(clippy::too_many_arguments)]
+fn train_one(
+    cfg: &ExperimentConfig,
+    name: &str,
+    model_cfg: ModelConfig,
+    fgrams: Option<Arc<FgramSet>>,
+    train: &[u32],
+    out: &Path,
+    dev: &Device,
+    report: &dyn Report,
+) -> Result<(Trainer, f64), TrainError> {
+    let dir = out.join("runs").join(name);
+    let mut trainer = if dir.join("checkpoint.json").exists() {
+        let t = Trainer::resume(&dir, fgrams, dev)?;
+        if t.model.cfg != model_cfg || t.cfg != cfg.train_config() {
+            return Err(TrainError::Checkpoint {
+                path: dir,
+                reason: "belongs to a different configuration; remove it or use another --out".into(),
+            });
+        }
+        report.line(&format!("   {name:<12} resuming from step {}", t.step()));
+        t
+    } else {
+        Trainer::new(Model::new(model_cfg, fgrams, cfg.seed, dev)?, cfg.train_config())?
+    };
+    let pb = report.bar(cfg.steps, name);
+    pb.set_position(trainer.step());
+    let t0 = Instant::now();
+    trainer.run(train, cfg.steps, Some(&dir), Some(&pb))?;
+    pb.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    let csv: String = std::iter::once("step,loss,lr\n".to_string())
+        .chain(trainer.history.iter().map(|p| format!("{},{},{}\n", p.step, p.loss, p.lr)))
+        .collect();
+    let csv_path = dir.join("loss.csv");
+    std::fs::write(&csv_path, csv).map_err(|source| TrainError::Io { path: csv_path, source })?;
+    report.line(&format!(
+        "   {name:<12} trained {} steps ({} tokens/step), final loss {:.3}  [{secs:.1} s]",
+        cfg.steps,
+        cfg.batch_size * cfg.context,
+        final_loss(&trainer)
+    ));
+    Ok((trainer, secs))
+}
