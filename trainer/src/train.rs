@@ -90,12 +90,11 @@ struct Meta {
     history: Vec<LogPoint>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct MetaFile {
-    /// xxh3-64 of the JSON encoding of `meta`.
-    checksum: u64,
-    meta: Meta,
-}
+/// `checkpoint.json` is `{"xxh3":"<16 hex>","meta":<JSON of Meta>}` with the
+/// hash taken over the exact bytes of the `meta` value as written, so checking
+/// it never depends on a float surviving a parse and re-encode.
+const META_PREFIX: &str = "{\"xxh3\":\"";
+const META_MIDDLE: &str = "\",\"meta\":";
 
 pub struct Trainer {
     pub model: Model,
@@ -203,12 +202,12 @@ impl Trainer {
             state_xxh3: xxhash_rust::xxh3::xxh3_64(&bytes),
             history: self.history.clone(),
         };
-        let json = serde_json::to_vec(&meta).expect("meta serializes");
-        let file = MetaFile { checksum: xxhash_rust::xxh3::xxh3_64(&json), meta };
+        let json = serde_json::to_string(&meta).expect("meta serializes");
+        let file = format!("{META_PREFIX}{:016x}{META_MIDDLE}{json}}}\n", xxhash_rust::xxh3::xxh3_64(json.as_bytes()));
         let meta_path = dir.join(META_FILE);
         let tmp = dir.join(format!("{META_FILE}.tmp"));
         let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(&serde_json::to_vec_pretty(&file).expect("meta serializes")).map_err(io_err(&tmp))?;
+        f.write_all(file.as_bytes()).map_err(io_err(&tmp))?;
         f.sync_all().map_err(io_err(&tmp))?;
         std::fs::rename(&tmp, &meta_path).map_err(io_err(&meta_path))?;
         if let Ok(d) = std::fs::File::open(dir) {
@@ -249,13 +248,18 @@ fn read_meta(dir: &Path) -> Result<Meta, TrainError> {
     let path = dir.join(META_FILE);
     let bytes = std::fs::read(&path).map_err(io_err(&path))?;
     let bad = |reason: String| TrainError::Checkpoint { path: path.clone(), reason };
-    let file: MetaFile = serde_json::from_slice(&bytes).map_err(|e| bad(format!("unreadable: {e}")))?;
-    let json = serde_json::to_vec(&file.meta).expect("meta serializes");
-    if xxhash_rust::xxh3::xxh3_64(&json) != file.checksum {
+    let text = std::str::from_utf8(&bytes).map_err(|_| bad("is not UTF-8".into()))?;
+    let body = text.trim_end().strip_prefix(META_PREFIX).and_then(|r| r.strip_suffix('}'));
+    let (hex, json) = body
+        .and_then(|b| Some((b.get(..16)?, b.get(16..)?.strip_prefix(META_MIDDLE)?)))
+        .ok_or_else(|| bad("is not a scone checkpoint file (unexpected layout)".into()))?;
+    let stored = u64::from_str_radix(hex, 16).map_err(|_| bad(format!("checksum `{hex}` is not hex")))?;
+    if xxhash_rust::xxh3::xxh3_64(json.as_bytes()) != stored {
         return Err(bad("checksum mismatch (edited or damaged)".into()));
     }
-    if file.meta.format != CHECKPOINT_FORMAT {
-        return Err(bad(format!("format {:?}, expected {CHECKPOINT_FORMAT:?}", file.meta.format)));
+    let meta: Meta = serde_json::from_str(json).map_err(|e| bad(format!("unreadable: {e}")))?;
+    if meta.format != CHECKPOINT_FORMAT {
+        return Err(bad(format!("format {:?}, expected {CHECKPOINT_FORMAT:?}", meta.format)));
     }
-    Ok(file.meta)
+    Ok(meta)
 }

@@ -115,6 +115,21 @@ fn resume_rejects_another_fgram_list_and_a_damaged_checkpoint() {
     let e = Trainer::resume(dir.path(), Some(other), &Device::Cpu).err().expect("other f-grams rejected");
     assert!(e.to_string().contains("different f-gram list"), "{e}");
 
+    // A longer run keeps exactly one state file, and its metadata reads back.
+    t.run(&d.stream, 4, Some(dir.path()), None).unwrap();
+    let states: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".safetensors"))
+        .collect();
+    assert_eq!(states, vec!["state-4.safetensors".to_string()]);
+    let meta_path = dir.path().join("checkpoint.json");
+    let meta = std::fs::read_to_string(&meta_path).unwrap();
+    std::fs::write(&meta_path, meta.replacen("\"step\":4", "\"step\":3", 1)).unwrap();
+    let e = Trainer::resume(dir.path(), Some(d.fgrams.clone()), &Device::Cpu).err().expect("edited meta detected");
+    assert!(e.to_string().contains("checksum mismatch"), "{e}");
+    std::fs::write(&meta_path, meta).unwrap();
+
     let state = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
