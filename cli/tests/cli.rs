@@ -168,7 +168,7 @@ fn errors_on_missing_or_foreign_tables() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("not a scone table"));
     // Every command has --help.
-    for cmd in ["build", "info", "get", "match", "verify", "demo"] {
+    for cmd in ["build", "info", "get", "match", "verify", "demo", "train"] {
         let o = scone(&[cmd, "--help"]);
         assert!(o.status.success(), "{cmd} --help");
         assert!(stdout(&o).contains("Usage"));
@@ -176,25 +176,41 @@ fn errors_on_missing_or_foreign_tables() {
 }
 
 #[test]
-fn demo_runs_on_the_bundled_corpus() {
+fn demo_runs_the_whole_flow_on_the_bundled_corpus() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo");
-    let o = scone(&["demo", "--out", out.to_str().unwrap(), "--top-k", "3000", "--dim", "16"]);
+    let o = scone(&["demo", "--out", out.to_str().unwrap(), "--steps", "3"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let s = stdout(&o);
-    assert!(s.contains("31102 verses"), "{s}");
-    assert!(s.contains("3000 f-grams"), "{s}");
-    assert!(s.contains("synthetic"), "the demo must say its rows are synthetic");
-    assert!(s.contains("\"in the\""), "{s}");
+    assert!(s.contains("29547 verses"), "{s}");
+    assert!(s.contains("20000 with count >= 2 kept"), "{s}");
+    assert!(s.contains("perplexity (a)"), "{s}");
+    assert!(s.contains("(c) from the table"), "{s}");
+    assert!(s.contains("\"In the\""), "{s}");
     assert!(s.contains("M tokens/s"));
-    let t = out.join("kjv.scone");
-    let o = scone(&["match", t.to_str().unwrap(), "--text", "and the lord said unto moses", "--json"]);
+    for f in ["tokenizer.json", "fgrams.txt", "results.json", "runs/baseline/loss.csv"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    // (b) and (c) agree to f16 precision in the results file.
+    let (_, runs): (serde_json::Value, Vec<serde_json::Value>) =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let scone_run = runs.iter().find(|r| r["k"] == 20000).expect("a SCONE run");
+    let (b, c) = (scone_run["ppl_model"].as_f64().unwrap(), scone_run["ppl_table"].as_f64().unwrap());
+    assert!((b - c).abs() / b < 2e-3, "{b} vs {c}");
+
+    let t = out.join("scone-k20000-f0.scone");
+    let o = scone(&["match", t.to_str().unwrap(), "--text", "And the LORD spake unto Moses", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let last = &v["positions"][5];
-    assert_eq!(last["piece"], "moses");
+    assert_eq!(last["piece"], " Moses");
     assert_eq!(last["hit"], true);
-    assert!(last["ngram_text"].as_str().unwrap().ends_with("unto moses"), "{last}");
+    assert!(last["ngram_text"].as_str().unwrap().ends_with("unto Moses"), "{last}");
+
+    // Running again resumes the finished checkpoints instead of retraining.
+    let o = scone(&["demo", "--out", out.to_str().unwrap(), "--steps", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("resuming from step 3"), "{}", stdout(&o));
 }
 
 #[test]

@@ -61,11 +61,15 @@ impl AdamW {
         let bc2 = 1.0 - b2.powi(t);
         for (name, var) in params.iter() {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
-            let g = (g * scale)?;
+            // Gradients and moments are detached: a gradient computed from the
+            // forward graph keeps that graph alive, and a moment built from it
+            // would chain every step's graph to the next (memory grew ~40 MB
+            // per step until the OOM killer stopped a run).
+            let g = (g.detach() * scale)?;
             let m = self.m.get_mut(name).expect("moment for every parameter");
-            *m = ((&*m * b1)? + (&g * (1.0 - b1))?)?;
+            *m = ((&*m * b1)? + (&g * (1.0 - b1))?)?.detach();
             let v = self.v.get_mut(name).expect("moment for every parameter");
-            *v = ((&*v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            *v = ((&*v * b2)? + (g.sqr()? * (1.0 - b2))?)?.detach();
             let m_hat = (&*m / bc1)?;
             let v_hat = (&*v / bc2)?;
             let step = (m_hat / (v_hat.sqrt()? + self.cfg.eps)?)?;
@@ -73,7 +77,7 @@ impl AdamW {
             // Weight decay applies to matrices only, not to norms' gains and biases.
             let decay = if theta.rank() >= 2 { self.cfg.weight_decay } else { 0.0 };
             let new = ((theta * (1.0 - lr * decay))? - (step * lr)?)?;
-            var.set(&new)?;
+            var.set(&new.detach())?;
         }
         Ok(norm)
     }
