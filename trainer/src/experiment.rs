@@ -178,6 +178,8 @@ pub struct RunResult {
     pub fgram_params: usize,
     pub accelerator_params: usize,
     pub inference_flops_per_token: u64,
+    /// Seconds and tokens/s of the steps this invocation ran (a resumed run
+    /// counts only the steps after its checkpoint).
     pub train_seconds: f64,
     pub train_tokens_per_s: f64,
     pub final_train_loss: f32,
@@ -251,7 +253,7 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, report: &dyn Report) -> Result<Ou
 
     // (a) the baseline.
     let base_cfg = ModelConfig { lm: lm(true), fgram: None };
-    let (trainer, secs) = train_one(cfg, "baseline", base_cfg, None, &prepared.train, out, &dev, report)?;
+    let (trainer, secs, tokens_per_s) = train_one(cfg, "baseline", base_cfg, None, &prepared.train, out, &dev, report)?;
     let ppl = perplexity(&trainer.model, eval_stream, cfg.context, 16, |w| trainer.model.embed(w))?;
     results.push(RunResult {
         name: "baseline".into(),
@@ -261,7 +263,7 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, report: &dyn Report) -> Result<Ou
         accelerator_params: base_cfg.lm.accelerator_params(),
         inference_flops_per_token: base_cfg.lm.flops_per_token(),
         train_seconds: secs,
-        train_tokens_per_s: (cfg.steps as usize * cfg.batch_size * cfg.context) as f64 / secs.max(1e-9),
+        train_tokens_per_s: tokens_per_s,
         final_train_loss: final_loss(&trainer),
         ppl_model: ppl,
         ppl_table: None,
@@ -279,7 +281,8 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, report: &dyn Report) -> Result<Ou
             let name = format!("scone-k{k}-f{fi}");
             let fcfg = FgramConfig { vocab, n_max: cfg.n_max, stack: *fstack, out_dim: cfg.lm.d_model };
             let mcfg = ModelConfig { lm: lm(false), fgram: Some(fcfg) };
-            let (trainer, secs) = train_one(cfg, &name, mcfg, Some(set.clone()), &prepared.train, out, &dev, report)?;
+            let (trainer, secs, tokens_per_s) =
+                train_one(cfg, &name, mcfg, Some(set.clone()), &prepared.train, out, &dev, report)?;
             let model = &trainer.model;
             let ppl_fly = perplexity(model, eval_stream, cfg.context, 16, |w| model.embed(w))?;
 
@@ -321,7 +324,7 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, report: &dyn Report) -> Result<Ou
                 accelerator_params: mcfg.lm.accelerator_params(),
                 inference_flops_per_token: mcfg.lm.flops_per_token(),
                 train_seconds: secs,
-                train_tokens_per_s: (cfg.steps as usize * cfg.batch_size * cfg.context) as f64 / secs.max(1e-9),
+                train_tokens_per_s: tokens_per_s,
                 final_train_loss: final_loss(&trainer),
                 ppl_model: ppl_fly,
                 ppl_table: Some(ppl_table),
@@ -355,7 +358,8 @@ fn coverage(set: &FgramSet, stream: &[u32], context: usize) -> f64 {
 }
 
 /// Trains (or resumes, or finds finished) the run `name`; also writes its
-/// loss curve as CSV. Returns the trainer and the training seconds.
+/// loss curve as CSV. Returns the trainer, the seconds this call trained
+/// and its tokens/s.
 #[allow(clippy::too_many_arguments)]
 fn train_one(
     cfg: &ExperimentConfig,
@@ -366,7 +370,7 @@ fn train_one(
     out: &Path,
     dev: &Device,
     report: &dyn Report,
-) -> Result<(Trainer, f64), TrainError> {
+) -> Result<(Trainer, f64, f64), TrainError> {
     let dir = out.join("runs").join(name);
     let mut trainer = if dir.join("checkpoint.json").exists() {
         let t = Trainer::resume(&dir, fgrams, dev)?;
@@ -383,7 +387,7 @@ fn train_one(
     };
     let pb = report.bar(cfg.steps, name);
     pb.set_position(trainer.step());
-    let t0 = Instant::now();
+    let (t0, first) = (Instant::now(), trainer.step());
     trainer.run(train, cfg.steps, Some(&dir), Some(&pb))?;
     pb.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
@@ -393,10 +397,12 @@ fn train_one(
     let csv_path = dir.join("loss.csv");
     std::fs::write(&csv_path, csv).map_err(|source| TrainError::Io { path: csv_path, source })?;
     report.line(&format!(
-        "   {name:<12} trained {} steps ({} tokens/step), final loss {:.3}  [{secs:.1} s]",
+        "   {name:<12} trained to step {} ({} this run, {} tokens/step), final loss {:.3}  [{secs:.1} s]",
         cfg.steps,
+        trainer.step() - first,
         cfg.batch_size * cfg.context,
         final_loss(&trainer)
     ));
-    Ok((trainer, secs))
+    let tokens = (trainer.step() - first) as f64 * (cfg.batch_size * cfg.context) as f64;
+    Ok((trainer, secs, tokens / secs.max(1e-9)))
 }

@@ -1,0 +1,71 @@
+"""Plots the training loss curves and the held-out perplexities of the full
+trainer configuration (docs/TRAINING.md) from the files `scone train --preset
+full` writes, copied into docs/results/training-full/ (results.json and
+<run>/loss.csv).
+
+    pip install matplotlib && python3 docs/plots/training.py
+writes docs/training-loss.png.
+"""
+import csv
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DOCS = os.path.dirname(HERE)
+RES = os.path.join(DOCS, "results", "training-full")
+
+
+def smooth(xs, k=25):
+    out, acc = [], []
+    for x in xs:
+        acc.append(x)
+        if len(acc) > k:
+            acc.pop(0)
+        out.append(sum(acc) / len(acc))
+    return out
+
+
+def main():
+    cfg, runs = json.load(open(os.path.join(RES, "results.json")))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.8))
+    for r in runs:
+        path = os.path.join(RES, r["name"], "loss.csv")
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        steps = [int(x["step"]) for x in rows]
+        loss = smooth([float(x["loss"]) for x in rows])
+        style = "-" if r["k"] == 0 else ("--" if r["name"].endswith("f0") else ":")
+        width = 2.5 if r["k"] == 0 else 1.4
+        ax.plot(steps, loss, style, linewidth=width, label=r["name"])
+    ax.set_xlabel("step (%d windows of %d tokens)" % (cfg["batch_size"], cfg["context"]))
+    ax.set_ylabel("training loss (nats/token, 25-step mean)")
+    ax.set_title("training loss, KJV, byte-level BPE %d" % cfg["bpe_vocab"])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+    base = [r for r in runs if r["k"] == 0][0]
+    bx.axhline(base["ppl_model"], color="black", linewidth=2, label="(a) baseline")
+    for fi, marker in ((0, "o"), (1, "s")):
+        pts = sorted((r["k"], r["ppl_table"], r["fgram_params"]) for r in runs if r["name"].endswith("f%d" % fi))
+        if pts:
+            bx.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker,
+                    label="(c) SCONE from the table, f-gram model %d (%.2f M params)" % (fi, pts[0][2] / 1e6))
+    bx.set_xscale("log")
+    bx.set_xlabel("f-grams in the table (K)")
+    bx.set_ylabel("held-out perplexity")
+    bx.set_title("held-out perplexity; same accelerator FLOPs/token")
+    bx.grid(alpha=0.3)
+    bx.legend(fontsize=8)
+    fig.tight_layout()
+    out = os.path.join(DOCS, "training-loss.png")
+    fig.savefig(out, dpi=110)
+    print("wrote", out)
+
+
+if __name__ == "__main__":
+    main()
