@@ -16,7 +16,7 @@ pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
 /// A tokenizer a table may embed.
 pub enum TextTokenizer {
     Word(WordTokenizer),
-    Bpe(BpeTokenizer),
+    Bpe(Box<BpeTokenizer>),
 }
 
 impl TextTokenizer {
@@ -61,9 +61,9 @@ pub fn tokenizer(table: &Table) -> Result<Option<TextTokenizer>> {
             WordTokenizer::from_bytes(bytes).with_context(|| format!("{path}: embedded tokenizer is malformed"))?,
         )
     } else if kind == BpeTokenizer::KIND {
-        TextTokenizer::Bpe(
+        TextTokenizer::Bpe(Box::new(
             BpeTokenizer::from_bytes(bytes).with_context(|| format!("{path}: embedded tokenizer is malformed"))?,
-        )
+        ))
     } else {
         bail!("{path}: embedded tokenizer `{kind}` is not supported by this build");
     };

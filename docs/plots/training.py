@@ -4,7 +4,8 @@ full` writes, copied into docs/results/training-full/ (results.json and
 <run>/loss.csv).
 
     pip install matplotlib && python3 docs/plots/training.py
-writes docs/training-loss.png.
+writes docs/training-loss.png and prints the results table of
+docs/TRAINING.md in Markdown.
 """
 import csv
 import json
@@ -65,6 +66,27 @@ def main():
     out = os.path.join(DOCS, "training-loss.png")
     fig.savefig(out, dpi=110)
     print("wrote", out)
+    print_table(runs)
+
+
+def print_table(runs):
+    base = [r for r in runs if r["k"] == 0][0]
+    print("| run | K | f-gram model | f-gram params | accelerator params | FLOPs/token | final train loss | held-out ppl (a)/(b) | (c) from the table | (c) / (a) | positions with an f-gram | table MB | train tokens/s |")
+    print("| --- | --: | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |")
+    for r in runs:
+        f = r["fgram_model"]
+        fm = "-" if f is None else "d %d, %d layer%s" % (f["d_model"], f["n_layers"], "" if f["n_layers"] == 1 else "s")
+        c = r["ppl_table"]
+        print("| %s | %s | %s | %s | %s | %s | %.3f | %.2f | %s | %s | %s | %s | %.0f |" % (
+            r["name"], f"{r['k']:,}" if r["k"] else "-", fm,
+            f"{r['fgram_params']:,}" if r["fgram_params"] else "-",
+            f"{r['accelerator_params']:,}", f"{r['inference_flops_per_token']:,}",
+            r["final_train_loss"], r["ppl_model"],
+            "-" if c is None else "%.2f" % c,
+            "-" if c is None else "%.3f" % (c / base["ppl_model"]),
+            "-" if r["fgram_coverage"] is None else "%.0f %%" % (100 * r["fgram_coverage"]),
+            "-" if r["table_bytes"] is None else "%.1f" % (r["table_bytes"] / 1e6),
+            r["train_tokens_per_s"]))
 
 
 if __name__ == "__main__":

@@ -391,8 +391,8 @@ fn train_one(
     trainer.run(train, cfg.steps, Some(&dir), Some(&pb))?;
     pb.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
-    let csv: String = std::iter::once("step,loss,lr\n".to_string())
-        .chain(trainer.history.iter().map(|p| format!("{},{},{}\n", p.step, p.loss, p.lr)))
+    let csv: String = std::iter::once("step,loss,lr,grad_norm\n".to_string())
+        .chain(trainer.history.iter().map(|p| format!("{},{},{},{}\n", p.step, p.loss, p.lr, p.grad_norm)))
         .collect();
     let csv_path = dir.join("loss.csv");
     std::fs::write(&csv_path, csv).map_err(|source| TrainError::Io { path: csv_path, source })?;

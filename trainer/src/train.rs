@@ -76,6 +76,9 @@ pub struct LogPoint {
     pub step: u64,
     pub loss: f32,
     pub lr: f64,
+    /// Global gradient norm before clipping.
+    #[serde(default)]
+    pub grad_norm: f64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -134,9 +137,9 @@ impl Trainer {
         let loss = self.model.loss(&batch)?;
         let grads = loss.backward()?;
         let lr = self.cfg.lr_at(step);
-        self.opt.update(&self.model.params, &grads, lr)?;
+        let grad_norm = self.opt.update(&self.model.params, &grads, lr)?;
         let loss = loss.to_scalar::<f32>()?;
-        self.history.push(LogPoint { step, loss, lr });
+        self.history.push(LogPoint { step, loss, lr, grad_norm });
         Ok(loss)
     }
 
