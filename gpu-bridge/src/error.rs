@@ -26,6 +26,12 @@ pub enum BridgeError {
     /// of the wrong size); the string is the engine's message.
     #[error("gather failed: {0}")]
     Gather(String),
+    /// Reading rows with the pipeline's `RowReader`
+    /// (`PipelineConfig::read_mode`) failed, or opening it did; the string
+    /// is the engine's message, naming the table file and, for a failed
+    /// read, the file offset.
+    #[error("reading rows failed: {0}")]
+    Read(String),
     /// The caller passed something unusable (mismatched lengths, a buffer of
     /// another device, a zero iteration count, ...).
     #[error("invalid argument: {0}")]

@@ -25,7 +25,10 @@
 //!   distinct row crosses the bus once and a scatter kernel writes it to
 //!   each position) and an optional GPU hot cache
 //!   ([`PipelineConfig::gpu_cache_bytes`]) keeps the hottest rows off the
-//!   bus; [`LookupPipeline::submit_slots`] skips the matching.
+//!   bus; [`LookupPipeline::submit_slots`] skips the matching. With
+//!   [`PipelineConfig::read_mode`] (or [`LookupPipeline::with_reader`]) the
+//!   CPU path reads rows with an `engine::read::RowReader` (e.g. `O_DIRECT`
+//!   from the table file) straight into the pinned staging buffer.
 
 mod driver;
 mod error;

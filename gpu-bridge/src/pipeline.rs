@@ -2,6 +2,7 @@
 //! staging buffer, and copy them to the GPU asynchronously, so that the CPU
 //! work of batch `i + 1` overlaps the host-to-device copy of batch `i`.
 
+use engine::read::{ReadMode, ReadStats, ReaderOptions, RowReader};
 use engine::{gather, GatherOptions, Hit, SuffixMatcher, Table, MISS_SLOT};
 
 use crate::scatter::{Dedup, GpuCache, ScatterKernel, ScatterSources};
@@ -64,6 +65,24 @@ pub struct PipelineConfig {
     /// position's row (still skipping cached rows when there is a cache),
     /// and the zero-copy kernel reads every position's row.
     pub dedup: bool,
+    /// Where the CPU-gather path takes rows from (default `None`:
+    /// `engine::gather` from the table's file mapping, with
+    /// `gather_threads`). `Some(mode)`: an `engine::read::RowReader` opened
+    /// with `mode` and [`PipelineConfig::reader_options`] reads the rows to
+    /// stage (with dedup and/or a cache only the distinct non-cached rows)
+    /// straight into the pinned staging buffer. With
+    /// `ReadMode::Direct { .. }` that is `O_DIRECT` reads through io_uring
+    /// (or the pread pool): the table may be larger than DRAM, and rows of
+    /// a 4 KiB multiple (e.g. d = 2048 f16) land in the page-aligned pinned
+    /// buffer with no bounce copy (other row sizes go through the reader's
+    /// aligned bounce buffer). `Mmap` and `Resident` read from memory as
+    /// the reader does. CPU gather only: zero-copy mode with a read mode
+    /// is refused. See also [`LookupPipeline::with_reader`].
+    pub read_mode: Option<ReadMode>,
+    /// Options of the reader opened for [`PipelineConfig::read_mode`]
+    /// (default: `ReaderOptions::default()`; e.g. `hot_bytes` for a DRAM hot
+    /// prefix below the GPU cache, `registered_buffers`).
+    pub reader_options: ReaderOptions,
 }
 
 impl PipelineConfig {
@@ -78,6 +97,8 @@ impl PipelineConfig {
             mode: GatherMode::CpuGather,
             gpu_cache_bytes: 0,
             dedup: true,
+            read_mode: None,
+            reader_options: ReaderOptions::default(),
         }
     }
 }
@@ -138,6 +159,13 @@ pub struct LookupPipeline<'t> {
     slots: Vec<u32>,
     uniq: Vec<u32>,
     idx: Vec<u32>,
+    /// The row source of the CPU paths when reading with a `RowReader`
+    /// ([`PipelineConfig::read_mode`], [`LookupPipeline::with_reader`]).
+    reader: Option<RowReader<'t>>,
+    /// The reader's counts summed since the last [`LookupPipeline::take_read_stats`].
+    read_stats: ReadStats,
+    /// Whether reads still go straight into staging (see [`Detour`]).
+    detour: Detour,
     /// Device buffer pairs (rows, mask) returned by [`LookupPipeline::recycle`].
     free: Vec<(DeviceBuffer, DeviceBuffer)>,
 }
@@ -265,7 +293,59 @@ impl<'t> LookupPipeline<'t> {
     /// Sets up a pipeline on `gpu`'s device, with a new stream for its copies
     /// and kernels, a ring of `cfg.ring_len` pinned staging buffers, and the
     /// GPU cache if `cfg.gpu_cache_bytes` holds at least one row.
+    ///
+    /// With [`PipelineConfig::read_mode`] set, opens the `RowReader` here
+    /// (an open failure, e.g. `ReadMode::Direct` with `BackendKind::Uring`
+    /// where io_uring is unavailable, is [`BridgeError::Read`]).
     pub fn new(table: &'t Table, gpu: &Gpu, cfg: PipelineConfig) -> Result<LookupPipeline<'t>, BridgeError> {
+        let reader = match cfg.read_mode {
+            Some(mode) => {
+                Self::check_read_mode(&cfg)?;
+                Some(RowReader::open_with(table, mode, cfg.reader_options).map_err(read_err)?)
+            }
+            None => None,
+        };
+        Self::build(table, gpu, cfg, reader)
+    }
+
+    /// [`LookupPipeline::new`] with a `RowReader` of the caller's as the
+    /// CPU path's row source (any mode, options or backend, e.g.
+    /// `RowReader::with_backend`); `cfg.read_mode` is set to the reader's
+    /// mode. `reader` must read `table` (same file; its row size is
+    /// checked). Zero-copy mode is refused.
+    pub fn with_reader(
+        table: &'t Table,
+        gpu: &Gpu,
+        mut cfg: PipelineConfig,
+        reader: RowReader<'t>,
+    ) -> Result<LookupPipeline<'t>, BridgeError> {
+        cfg.read_mode = Some(reader.mode());
+        Self::check_read_mode(&cfg)?;
+        let row_bytes = table.dim() * table.dtype().size();
+        if reader.row_bytes() != row_bytes {
+            return Err(BridgeError::InvalidArgument(format!(
+                "reader rows are {} bytes, the table's {row_bytes}",
+                reader.row_bytes()
+            )));
+        }
+        Self::build(table, gpu, cfg, Some(reader))
+    }
+
+    fn check_read_mode(cfg: &PipelineConfig) -> Result<(), BridgeError> {
+        if cfg.read_mode.is_some() && cfg.mode != GatherMode::CpuGather {
+            return Err(BridgeError::InvalidArgument(
+                "a read mode (RowReader row source) needs GatherMode::CpuGather".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn build(
+        table: &'t Table,
+        gpu: &Gpu,
+        cfg: PipelineConfig,
+        reader: Option<RowReader<'t>>,
+    ) -> Result<LookupPipeline<'t>, BridgeError> {
         if cfg.ring_len < 2 {
             return Err(BridgeError::InvalidArgument(format!(
                 "ring_len must be at least 2 to overlap gathering and copying (got {})",
@@ -293,6 +373,10 @@ impl<'t> LookupPipeline<'t> {
         };
         // Staging layouts: [rows | mask] (direct), [rows | idx] (indexed),
         // [slots | mask] (zero-copy), [distinct slots | idx] (zero-copy dedup).
+        // Rows start at offset 0 of the (page-aligned) pinned buffer, densely
+        // at `row_bytes`: what `RowReader::read_rows` writes, what the
+        // scatter kernel reads (`ustride = row_bytes`), and aligned for
+        // direct reads into it.
         let (stage_mask_offset, stage_len, zero_copy, indexed) = match cfg.mode {
             GatherMode::CpuGather => {
                 let indexed = if cfg.dedup || cache.is_some() { Some(load_indexed(&gpu)?) } else { None };
@@ -323,8 +407,34 @@ impl<'t> LookupPipeline<'t> {
             slots: Vec::with_capacity(max),
             uniq: Vec::with_capacity(max),
             idx: Vec::with_capacity(max),
+            reader,
+            read_stats: ReadStats::default(),
+            detour: Detour::default(),
             free: Vec::new(),
         })
+    }
+
+    /// The `RowReader` the CPU path reads rows with
+    /// ([`PipelineConfig::read_mode`]); `None` when it gathers from the
+    /// mapping. `reader().map(RowReader::describe)` names mode and backend.
+    pub fn reader(&self) -> Option<&RowReader<'t>> {
+        self.reader.as_ref()
+    }
+
+    /// Whether the reader still reads straight into the pinned staging
+    /// buffers: true unless the kernel refused a direct read into them
+    /// (`EFAULT`), after which rows are read into an owned page-aligned
+    /// buffer and copied into staging (one line on stderr says so).
+    pub fn reads_into_pinned(&self) -> bool {
+        self.detour.into_staging
+    }
+
+    /// The reader's `ReadStats` summed over the batches since the last call
+    /// (rows and bytes read from storage, reads submitted, `bounce_bytes`:
+    /// 0 when every row was read straight into pinned memory), and resets
+    /// them. All zero without a reader.
+    pub fn take_read_stats(&mut self) -> ReadStats {
+        std::mem::take(&mut self.read_stats)
     }
 
     /// The configuration.
@@ -457,13 +567,17 @@ impl<'t> LookupPipeline<'t> {
         let mut slot = self.ring.acquire()?;
         let bytes = slot.bytes()?;
         let (row_area, mask_area) = bytes.split_at_mut(self.mask_offset);
-        let hits = gather_direct(
-            self.table,
-            &self.slots,
-            self.cfg.gather_threads,
-            &mut row_area[..rows_len],
-            &mut mask_area[..positions],
-        )?;
+        let mut src = RowSource {
+            table: self.table,
+            reader: self.reader.as_ref(),
+            threads: self.cfg.gather_threads,
+            detour: &mut self.detour,
+        };
+        let (hits, read) =
+            gather_direct(&mut src, &self.slots, &mut row_area[..rows_len], &mut mask_area[..positions])?;
+        if let Some(st) = read {
+            self.read_stats.add(&st);
+        }
         slot.copy_to_device(0..rows_len, rows, 0)?;
         slot.copy_to_device(self.mask_offset..self.mask_offset + positions, mask, 0)?;
         // Every position's row is copied (zero rows for misses too).
@@ -486,13 +600,15 @@ impl<'t> LookupPipeline<'t> {
         let mut slot = self.ring.acquire()?;
         let bytes = slot.bytes()?;
         let (row_area, idx_area) = bytes.split_at_mut(self.mask_offset);
-        gather(
-            self.table,
-            &self.uniq,
-            GatherOptions { dtype: self.table.dtype(), max_threads: self.cfg.gather_threads },
-            &mut row_area[..uniq_len],
-        )
-        .map_err(|e| BridgeError::Gather(e.to_string()))?;
+        let mut src = RowSource {
+            table: self.table,
+            reader: self.reader.as_ref(),
+            threads: self.cfg.gather_threads,
+            detour: &mut self.detour,
+        };
+        if let Some(st) = src.fill(&self.uniq, &mut row_area[..uniq_len])? {
+            self.read_stats.add(&st);
+        }
         write_u32s(&mut idx_area[..4 * positions], &self.idx);
         let ix = self.indexed.as_mut().expect("indexed path");
         slot.copy_to_device(0..uniq_len, &mut ix.uniq, 0)?;
@@ -604,16 +720,97 @@ fn write_u32s(out: &mut [u8], values: &[u32]) {
     }
 }
 
-/// The host half of the direct path: gathers the rows of `slots` in the
-/// table's dtype into `rows_out` (`slots.len() * row bytes`) and writes
-/// `mask_out` (1 hit, 0 miss). Returns the number of hits.
-pub(crate) fn gather_direct(
-    table: &Table,
-    slots: &[u32],
+/// A reader's error as a pipeline error (the message names the table file
+/// and, for a failed read, the file offset).
+fn read_err(e: engine::ReadError) -> BridgeError {
+    BridgeError::Read(e.to_string())
+}
+
+/// Where the CPU paths take rows from: `engine::gather` from the table's
+/// mapping (`reader: None`, `threads` gather threads), or a `RowReader`.
+struct RowSource<'a, 't> {
+    table: &'a Table,
+    reader: Option<&'a RowReader<'t>>,
     threads: usize,
+    detour: &'a mut Detour,
+}
+
+/// `EFAULT` on Linux: what an `O_DIRECT` read returns when the kernel cannot
+/// pin the destination pages.
+const EFAULT: i32 = 14;
+
+/// Whether a reader may read straight into the staging buffer. Direct reads
+/// of 4 KiB rows go into the pinned (`cuMemHostAlloc`) buffer itself; should
+/// the kernel refuse to pin those pages for the device (`EFAULT`), the
+/// pipeline logs one line and from then on reads into an owned page-aligned
+/// buffer and copies the rows into staging (one memcpy per staged byte).
+#[derive(Debug)]
+struct Detour {
+    into_staging: bool,
+    buf: Option<engine::read::AlignedBuf>,
+}
+
+impl Default for Detour {
+    fn default() -> Detour {
+        Detour { into_staging: true, buf: None }
+    }
+}
+
+impl Detour {
+    /// Reads `slots` with `r` into the owned aligned buffer, then copies them to `out`.
+    fn read_via_buf(&mut self, r: &RowReader<'_>, slots: &[u32], out: &mut [u8]) -> Result<ReadStats, BridgeError> {
+        if self.buf.as_ref().is_none_or(|b| b.len() < out.len()) {
+            self.buf = None;
+            let b = engine::read::AlignedBuf::new(out.len())
+                .map_err(|e| BridgeError::Read(format!("aligned buffer of {} bytes: {e}", out.len())))?;
+            self.buf = Some(b);
+        }
+        let buf = &mut self.buf.as_mut().expect("allocated above")[..out.len()];
+        let st = r.read_rows(slots, buf).map_err(read_err)?;
+        out.copy_from_slice(buf);
+        Ok(st)
+    }
+}
+
+impl RowSource<'_, '_> {
+    /// Writes row `slots[i]` (stored dtype; `MISS_SLOT`: zeros) densely at
+    /// `out[i * row_bytes ..]` (`out` exactly `slots.len() * row_bytes`).
+    /// Returns the reader's stats (`None` for the gather).
+    fn fill(&mut self, slots: &[u32], out: &mut [u8]) -> Result<Option<ReadStats>, BridgeError> {
+        match self.reader {
+            Some(r) if self.detour.into_staging => match r.read_rows(slots, out) {
+                Ok(st) => Ok(Some(st)),
+                Err(engine::ReadError::Io { source, path, offset }) if source.raw_os_error() == Some(EFAULT) => {
+                    self.detour.into_staging = false;
+                    eprintln!(
+                        "gpu-bridge: direct read into pinned staging memory refused ({}: offset {offset}: {source}); \
+                         reading into an aligned buffer and copying from now on",
+                        path.display()
+                    );
+                    self.detour.read_via_buf(r, slots, out).map(Some)
+                }
+                Err(e) => Err(read_err(e)),
+            },
+            Some(r) => self.detour.read_via_buf(r, slots, out).map(Some),
+            None => {
+                gather(self.table, slots, GatherOptions { dtype: self.table.dtype(), max_threads: self.threads }, out)
+                    .map_err(|e| BridgeError::Gather(e.to_string()))?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// The host half of the direct path: writes the rows of `slots` in the
+/// table's dtype into `rows_out` (`slots.len() * row bytes`) from `src` and
+/// writes `mask_out` (1 hit, 0 miss). Returns the number of hits and the
+/// reader's stats.
+fn gather_direct(
+    src: &mut RowSource<'_, '_>,
+    slots: &[u32],
     rows_out: &mut [u8],
     mask_out: &mut [u8],
-) -> Result<usize, BridgeError> {
+) -> Result<(usize, Option<ReadStats>), BridgeError> {
     if mask_out.len() != slots.len() {
         return Err(BridgeError::InvalidArgument(format!(
             "mask buffer holds {} bytes for {} positions",
@@ -621,14 +818,13 @@ pub(crate) fn gather_direct(
             slots.len()
         )));
     }
-    gather(table, slots, GatherOptions { dtype: table.dtype(), max_threads: threads }, rows_out)
-        .map_err(|e| BridgeError::Gather(e.to_string()))?;
+    let read = src.fill(slots, rows_out)?;
     let mut n = 0;
     for (m, &s) in mask_out.iter_mut().zip(slots) {
         *m = u8::from(s != MISS_SLOT);
         n += usize::from(s != MISS_SLOT);
     }
-    Ok(n)
+    Ok((n, read))
 }
 
 #[cfg(test)]
@@ -668,7 +864,9 @@ mod tests {
         let row_bytes = dim * 2;
         let mut rows = vec![0xAAu8; tokens.len() * row_bytes];
         let mut mask = vec![7u8; tokens.len()];
-        let n = gather_direct(&table, &slots, 0, &mut rows, &mut mask).unwrap();
+        let mut src = RowSource { table: &table, reader: None, threads: 0, detour: &mut Detour::default() };
+        let (n, read) = gather_direct(&mut src, &slots, &mut rows, &mut mask).unwrap();
+        assert!(read.is_none());
         let mut want = vec![0u8; rows.len()];
         gather(&table, &slots, GatherOptions { dtype: Dtype::F16, max_threads: 1 }, &mut want).unwrap();
         assert_eq!(rows, want);
@@ -676,10 +874,119 @@ mod tests {
         assert_eq!(n, 5);
 
         // Wrong buffer sizes are errors, not panics.
-        let e = gather_direct(&table, &slots, 1, &mut rows[..3], &mut mask);
+        let mut src = RowSource { table: &table, reader: None, threads: 1, detour: &mut Detour::default() };
+        let e = gather_direct(&mut src, &slots, &mut rows[..3], &mut mask);
         assert!(matches!(e, Err(BridgeError::Gather(_))), "{e:?}");
-        let e = gather_direct(&table, &slots, 1, &mut rows, &mut mask[..2]);
+        let e = gather_direct(&mut src, &slots, &mut rows, &mut mask[..2]);
         assert!(matches!(e, Err(BridgeError::InvalidArgument(_))), "{e:?}");
+        // The same through a reader: a wrong size is a read error.
+        let reader = RowReader::open(&table, ReadMode::Mmap).unwrap();
+        let mut src = RowSource { table: &table, reader: Some(&reader), threads: 1, detour: &mut Detour::default() };
+        let (n, read) = gather_direct(&mut src, &slots, &mut rows, &mut mask).unwrap();
+        assert_eq!((rows == want, n, read.map(|r| r.rows_requested)), (true, 5, Some(slots.len())));
+        let e = gather_direct(&mut src, &slots, &mut rows[..3], &mut mask);
+        assert!(matches!(e, Err(BridgeError::Read(_))), "{e:?}");
+    }
+
+    /// `rows` rows of bigrams (r / 64, r % 64), row r's values from r.
+    fn numbered_table(dir: &std::path::Path, dim: usize, dtype: Dtype, rows: usize) -> Table {
+        let path = dir.join(format!("n{dim}{dtype:?}.scone"));
+        let mut b = TableBuilder::create(&path, BuildConfig::new(dim as u32, dtype, 2, 64)).unwrap();
+        for r in 0..rows {
+            let row: Vec<f32> = (0..dim).map(|c| ((r * 31 + c * 7) % 251) as f32 - 125.0).collect();
+            b.push(&[(r / 64) as u32, (r % 64) as u32], &row, None).unwrap();
+        }
+        b.finish().unwrap();
+        Table::open(&path).unwrap()
+    }
+
+    /// The host half of the indexed path with a `RowReader` as the row
+    /// source (every mode): the distinct non-cached rows read into a
+    /// page-aligned buffer (as the pinned staging buffer is) and scattered
+    /// by the CPU reference equal `engine::gather`, for 4 KiB rows (read
+    /// straight into the buffer: no bounce bytes) and odd rows (bounced),
+    /// and through an unaligned view (bounced); reader errors surface as
+    /// `BridgeError::Read` naming the file and offset.
+    #[test]
+    fn reader_source_plan_and_reference_scatter_equal_gather() {
+        use engine::read::{AlignedBuf, BackendKind, FaultyBackend, PreadBackend};
+        let dir = tempfile::tempdir().unwrap();
+        let modes = [
+            ReadMode::Direct { backend: BackendKind::Pread, queue_depth: 4 },
+            ReadMode::Direct { backend: BackendKind::Auto, queue_depth: 32 },
+            ReadMode::Mmap,
+            ReadMode::Resident,
+        ];
+        for (dim, dtype) in [(2048usize, Dtype::F16), (100, Dtype::F32), (1024, Dtype::F32), (3, Dtype::F16)] {
+            let n_rows = 300;
+            let table = numbered_table(dir.path(), dim, dtype, n_rows);
+            let row_bytes = dim * dtype.size();
+            let stride = table.header().row_stride as usize;
+            let straight = row_bytes == stride && row_bytes % 4096 == 0;
+            // Duplicates, misses, adjacent runs, the last row.
+            let mut slots: Vec<u32> = (0..700u32)
+                .map(|i| match i % 9 {
+                    0 => MISS_SLOT,
+                    1 | 2 => i % 5,
+                    3 => 100 + i % 40,
+                    _ => (i * 7919) % n_rows as u32,
+                })
+                .collect();
+            slots[1] = n_rows as u32 - 1;
+            let mut want = vec![0u8; slots.len() * row_bytes];
+            gather(&table, &slots, GatherOptions { dtype, max_threads: 1 }, &mut want).unwrap();
+            let want_mask: Vec<u8> = slots.iter().map(|&s| u8::from(s != MISS_SLOT)).collect();
+            let mut dedup = Dedup::new(slots.len());
+            for mode in modes {
+                let reader = RowReader::open(&table, mode).unwrap();
+                let mut src =
+                    RowSource { table: &table, reader: Some(&reader), threads: 1, detour: &mut Detour::default() };
+                for cached in [0u32, 37] {
+                    let mut cache = vec![0u8; cached as usize * stride];
+                    for s in 0..cached {
+                        let r = table.row_bytes(s).unwrap();
+                        cache[s as usize * stride..][..r.len()].copy_from_slice(r);
+                    }
+                    for on in [false, true] {
+                        let what = format!("d={dim} {dtype:?} {mode:?} cached={cached} dedup={on}");
+                        let (mut uniq, mut idx) = (Vec::new(), Vec::new());
+                        dedup.plan(&slots, cached, on, &mut uniq, &mut idx);
+                        let len = uniq.len() * row_bytes;
+                        let mut staged = AlignedBuf::new(len + 64).unwrap();
+                        let st = src.fill(&uniq, &mut staged[..len]).unwrap().expect("reader stats");
+                        let (rows, mask) = scatter_reference(&cache, stride, cached, &staged[..len], row_bytes, &idx);
+                        assert_eq!(mask, want_mask, "{what}");
+                        assert!(rows == want, "{what}");
+                        assert_eq!(st.rows_requested, uniq.len(), "{what}");
+                        if let ReadMode::Direct { .. } = mode {
+                            if on {
+                                assert_eq!(st.rows_read, uniq.len(), "{what}");
+                            }
+                            assert_eq!(st.bounce_bytes == 0, straight, "{what}: {st:?}");
+                            // An unaligned view goes through the bounce buffer.
+                            let st = src.fill(&uniq, &mut staged[64..64 + len]).unwrap().unwrap();
+                            assert!(st.bounce_bytes > 0 || uniq.is_empty(), "{what}");
+                            let (rows, _) =
+                                scatter_reference(&cache, stride, cached, &staged[64..64 + len], row_bytes, &idx);
+                            assert!(rows == want, "unaligned: {what}");
+                        }
+                    }
+                }
+            }
+            // A failing device: the error names the file and the offset.
+            let (file, _) = engine::read::open_file(table.path(), false).unwrap();
+            let faulty = FaultyBackend::new(Box::new(PreadBackend::new(file, 2).unwrap())).fail_after(0);
+            let reader = RowReader::with_backend(&table, Box::new(faulty), engine::read::ReaderOptions::default());
+            let mut src =
+                RowSource { table: &table, reader: Some(&reader), threads: 1, detour: &mut Detour::default() };
+            let mut out = AlignedBuf::new(3 * row_bytes).unwrap();
+            match src.fill(&[5, MISS_SLOT, 7], &mut out) {
+                Err(BridgeError::Read(m)) => {
+                    assert!(m.contains(&table.path().display().to_string()) && m.contains("offset"), "{m}")
+                }
+                other => panic!("d={dim}: expected a read error, got {other:?}"),
+            }
+        }
     }
 
     /// The host half of the indexed path (plan, gather of the distinct
@@ -722,5 +1029,64 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A pread backend that refuses (`EFAULT`) reads whose destination lies
+    /// in `forbidden` (as the kernel would for memory it cannot pin).
+    struct NoPin {
+        inner: engine::read::PreadBackend,
+        forbidden: std::ops::Range<usize>,
+    }
+
+    impl engine::read::Backend for NoPin {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+            if self.forbidden.contains(&(buf.as_ptr() as usize)) {
+                return Err(std::io::Error::from_raw_os_error(EFAULT));
+            }
+            self.inner.read_at(buf, offset)
+        }
+        fn len(&self) -> u64 {
+            self.inner.len()
+        }
+        fn name(&self) -> &'static str {
+            "no-pin"
+        }
+    }
+
+    /// A direct read refused with `EFAULT` for the staging memory switches
+    /// the source to reading into its own aligned buffer and copying, with
+    /// the same rows, for this and later batches; other errors do not.
+    #[test]
+    fn efault_into_staging_takes_the_detour() {
+        use engine::read::{open_file, AlignedBuf, PreadBackend, ReaderOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let (dim, dtype) = (2048, Dtype::F16);
+        let table = numbered_table(dir.path(), dim, dtype, 50);
+        let row_bytes = dim * 2;
+        let slots = [4u32, MISS_SLOT, 4, 49, 0, 1, 2];
+        let mut want = vec![0u8; slots.len() * row_bytes];
+        gather(&table, &slots, GatherOptions { dtype, max_threads: 1 }, &mut want).unwrap();
+        let mut staging = AlignedBuf::new(slots.len() * row_bytes).unwrap();
+        let base = staging.as_ptr() as usize;
+        let (file, _) = open_file(table.path(), false).unwrap();
+        let backend = NoPin { inner: PreadBackend::new(file, 2).unwrap(), forbidden: base..base + staging.len() };
+        let reader = RowReader::with_backend(&table, Box::new(backend), ReaderOptions::default());
+        let mut detour = Detour::default();
+        for round in 0..3 {
+            staging.fill(0xAB);
+            let mut src = RowSource { table: &table, reader: Some(&reader), threads: 1, detour: &mut detour };
+            let st = src.fill(&slots, &mut staging).unwrap().unwrap();
+            assert!(*staging == *want, "round {round}");
+            assert_eq!(st.unique_rows, 5);
+            assert!(!detour.into_staging);
+        }
+        // Other I/O errors are errors, and keep the straight path.
+        let (file, _) = open_file(table.path(), false).unwrap();
+        let faulty = engine::read::FaultyBackend::new(Box::new(PreadBackend::new(file, 2).unwrap())).fail_after(0);
+        let reader = RowReader::with_backend(&table, Box::new(faulty), ReaderOptions::default());
+        let mut detour = Detour::default();
+        let mut src = RowSource { table: &table, reader: Some(&reader), threads: 1, detour: &mut detour };
+        assert!(matches!(src.fill(&slots, &mut staging), Err(BridgeError::Read(_))));
+        assert!(detour.into_staging);
     }
 }

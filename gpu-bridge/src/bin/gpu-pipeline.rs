@@ -34,8 +34,26 @@
 //!   fraction (distinct slots / positions) and the share of positions served
 //!   from the GPU cache.
 //!
+//! - with `--nvme` (or `--nvme-only`), an NVMe block per table, last: the
+//!   table's rows read from its file in `--dir` with `O_DIRECT` (so the page
+//!   cache does not serve them) through the pipeline's row source
+//!   `PipelineConfig::read_mode = Some(ReadMode::Direct { Auto,
+//!   --queue-depth })`, straight into the pinned staging buffer (no bounce
+//!   copy for the 4 KiB rows of d = 2048; the 2 KiB rows of d = 1024 go
+//!   through the reader's bounce buffer), then copied and scattered. Slots
+//!   uniform over the rows (`nvme-uni*`) and Zipf(1.1) (`nvme-zipf*`),
+//!   `submit_slots`, dedup on, GPU cache 0 and `--cache-pct` % (suffix
+//!   `-c`), back to back. Before each pair, `nvme-raw-*`: the ceiling, the
+//!   engine's `RowReader` alone (same mode, same batches, `read_rows` into a
+//!   page-aligned buffer, no GPU). Notes give the rows read from storage
+//!   per second and their GB/s, the bounce bytes per batch, and the
+//!   delivered rows/s over the raw reader's (`x reader`: near 1 means the
+//!   reader is the bound). At least `--nvme-min-batches` (default 5)
+//!   batches per row.
+//!
 //! Usage: `gpu-pipeline [--rows N] [--seconds S] [--dir DIR] [--host-only]
-//! [--resident-rows] [--zipf-only] [--cache-pct P]`.
+//! [--resident-rows] [--zipf-only] [--cache-pct P] [--nvme | --nvme-only]
+//! [--queue-depth QD] [--nvme-min-batches N]`.
 //! `--rows N` (default 500000): rows of the d = 1024 table; the d = 2048 table
 //! gets N / 2 (both 1.0 GB of f16 rows by default). `--seconds` (default 0.5):
 //! time per mode and configuration. `--resident-rows`: open the tables with
@@ -43,14 +61,18 @@
 //! transparent huge pages: fewer TLB misses in the gather). `--host-only`: no
 //! GPU needed (only the `host` rows). `--zipf-only`: of the uniform modes only
 //! the ceiling, then the Zipf block. `--cache-pct P` (default 10): GPU cache
-//! size of the cached Zipf modes in % of the rows. Without a GPU the binary
-//! says so and exits 0.
+//! size of the cached Zipf modes in % of the rows. `--nvme-only`: only the
+//! NVMe block (with its raw-reader ceiling). `--queue-depth` (default 128):
+//! io_uring queue depth (pread threads: at most 64) of the NVMe reads.
+//! Without a GPU the binary says so and exits 0 (`--host-only --nvme` still
+//! runs the raw-reader rows).
 
 use std::collections::VecDeque;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use engine::read::{AlignedBuf, BackendKind, ReadMode, ReadStats, RowReader};
 use engine::{gather, BuildConfig, Dtype, GatherOptions, OpenOptions, SuffixMatcher, Table, TableBuilder, MISS_SLOT};
 use gpu_bridge::{probe_bandwidth, BridgeError, GatherMode, Gpu, LookupPipeline, PipelineConfig};
 
@@ -71,6 +93,10 @@ struct Args {
     resident_rows: bool,
     zipf_only: bool,
     cache_pct: usize,
+    nvme: bool,
+    nvme_only: bool,
+    queue_depth: u32,
+    nvme_min_batches: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -82,6 +108,10 @@ fn parse_args() -> Result<Args, String> {
         resident_rows: false,
         zipf_only: false,
         cache_pct: 10,
+        nvme: false,
+        nvme_only: false,
+        queue_depth: 128,
+        nvme_min_batches: 5,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -94,8 +124,17 @@ fn parse_args() -> Result<Args, String> {
             "--resident-rows" => a.resident_rows = true,
             "--zipf-only" => a.zipf_only = true,
             "--cache-pct" => a.cache_pct = value()?.parse().map_err(|e| format!("--cache-pct: {e}"))?,
+            "--nvme" => a.nvme = true,
+            "--nvme-only" => (a.nvme, a.nvme_only) = (true, true),
+            "--queue-depth" => a.queue_depth = value()?.parse().map_err(|e| format!("--queue-depth: {e}"))?,
+            "--nvme-min-batches" => {
+                a.nvme_min_batches = value()?.parse().map_err(|e| format!("--nvme-min-batches: {e}"))?
+            }
             _ => return Err(format!("unknown argument {flag}")),
         }
+    }
+    if a.queue_depth == 0 || a.nvme_min_batches == 0 {
+        return Err("--queue-depth and --nvme-min-batches must be at least 1".into());
     }
     if a.cache_pct > 100 {
         return Err("--cache-pct must be at most 100".into());
@@ -112,7 +151,7 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!(
                 "{e}\nusage: gpu-pipeline [--rows N] [--seconds S] [--dir DIR] [--host-only] [--resident-rows] \
-                 [--zipf-only] [--cache-pct P]"
+                 [--zipf-only] [--cache-pct P] [--nvme | --nvme-only] [--queue-depth QD] [--nvme-min-batches N]"
             );
             return ExitCode::from(2);
         }
@@ -242,6 +281,9 @@ struct Stats {
     /// `bus_rows`), summed over the measured batches.
     bus_bytes: usize,
     bus_rows: usize,
+    /// The pipeline's reader stats over the measured batches (zero without
+    /// a reader).
+    read: ReadStats,
     /// Printed on a line of its own after the row.
     note: String,
 }
@@ -277,7 +319,6 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn run(args: &Args, gpu: Option<&Gpu>) -> Result<(), String> {
-    let err = |e: BridgeError| e.to_string();
     let dir = match &args.dir {
         Some(d) => tempfile::tempdir_in(d),
         None => tempfile::tempdir(),
@@ -302,140 +343,291 @@ fn run(args: &Args, gpu: Option<&Gpu>) -> Result<(), String> {
             "{:>5} {:>6}  {:<15} {:>6}  {:>9}  {:>7}  {:>8}  {:>8}",
             "dim", "batch", "mode", "n", "Mrows/s", "GB/s", "p50 ms", "p99 ms"
         );
-        // Zero-copy: resident rows registered in place, one pipeline per
-        // configuration for all batch sizes (registration is per table).
-        let zc_table = match (gpu, args.resident_rows) {
-            (Some(_), false) => Some(
-                Table::open_with(&path, OpenOptions { resident_rows: true, ..OpenOptions::default() })
-                    .map_err(|e| e.to_string())?,
-            ),
-            _ => None,
-        };
-        let zt = zc_table.as_ref().unwrap_or(&table);
-        // Copy ceiling in rows/s (row + mask byte per position), per batch size.
-        let mut ceiling_rows = Vec::new();
-        {
-            let mut zc_pipes = match (gpu, args.zipf_only) {
-                (Some(g), false) => {
-                    let t = Instant::now();
-                    let mk = |dedup: bool| {
-                        let cfg =
-                            PipelineConfig { mode: GatherMode::ZeroCopy, dedup, ..PipelineConfig::new(BATCHES[2]) };
-                        LookupPipeline::new(zt, g, cfg).map_err(err)
-                    };
-                    let (p, pd) = (mk(false)?, mk(true)?);
-                    println!(
-                        "zero-copy setup: rows {:?} / {:?} (dedup) in {:.2} s",
-                        p.zero_copy_source().expect("zero-copy"),
-                        pd.zero_copy_source().expect("zero-copy"),
-                        t.elapsed().as_secs_f64()
-                    );
-                    Some((p, pd))
-                }
-                _ => None,
-            };
-            for &batch in &BATCHES {
-                let pool = token_pool(rows, batch, (dim * batch) as u64);
-                let bytes = batch * (row_bytes + 1);
-                if !args.zipf_only {
-                    host_only(&table, &pool, gpu, budget)?.print(dim, batch);
-                }
-                let Some(gpu) = gpu else { continue };
-                // (a) ceiling
-                let gbps = probe_bandwidth(gpu, bytes, 20).map_err(err)?;
-                let src = gpu.alloc_pinned(bytes).map_err(err)?;
-                let mut dst = gpu.alloc_device(bytes).map_err(err)?;
-                let mut lat = Vec::new();
-                let start = Instant::now();
-                while lat.len() < MIN_BATCHES || start.elapsed() < budget / 2 {
-                    let t = Instant::now();
-                    gpu.copy_to_device(&src, &mut dst).map_err(err)?.synchronize().map_err(err)?;
-                    lat.push(ms(t.elapsed()));
-                }
-                let secs = bytes as f64 / (gbps * 1e9);
-                Stats {
-                    mode: "ceiling",
-                    batches: 20,
-                    secs,
-                    positions: batch,
-                    bytes,
-                    lat_ms: lat,
-                    hit_rate: None,
-                    cache_share: 0.0,
-                    bus_bytes: 0,
-                    bus_rows: 0,
-                    note: String::new(),
-                }
-                .print(dim, batch);
-                ceiling_rows.push(gbps * 1e9 / (row_bytes + 1) as f64);
-                let Some((zc, zcd)) = zc_pipes.as_mut() else { continue };
-                // (b) serial, (c) pipelined: dedup off, as in earlier runs;
-                // then the library default (dedup on).
-                serial(&table, gpu, &pool, budget)?.print(dim, batch);
-                pipelined(&table, gpu, &pool, budget, false, false)?.print(dim, batch);
-                pipelined(&table, gpu, &pool, budget, true, false)?.print(dim, batch);
-                pipelined(&table, gpu, &pool, budget, false, true)?.print(dim, batch);
-                drive(zc, &pool, budget, false, false, "zc-serial")?.print(dim, batch);
-                drive(zc, &pool, budget, true, false, "zc-pipelined")?.print(dim, batch);
-                drive(zcd, &pool, budget, true, false, "zc-pipelined-dd")?.print(dim, batch);
-            }
+        if !args.nvme_only {
+            dram_blocks(args, &table, &path, gpu, budget)?;
         }
-        let Some(gpu) = gpu else { continue };
-        // Zipf(1.1) over rows, slots submitted directly: every combination of
-        // gather mode, dedup and GPU cache, one pipeline at a time.
-        let pools: Vec<(Vec<Vec<u32>>, f64)> =
-            BATCHES.iter().map(|&b| zipf_slot_pool(rows, b, (dim * b) as u64 + 1)).collect();
-        let cache_bytes = rows * args.cache_pct / 100 * zt.header().row_stride as usize;
-        println!(
-            "Zipf({ZIPF_S}) slots, {rows} rows, no misses; unique fraction per batch size: {}; cache {}% = {:.2} GB",
-            pools.iter().map(|(_, u)| format!("{:.1}%", u * 100.0)).collect::<Vec<_>>().join(" / "),
-            args.cache_pct,
-            cache_bytes as f64 / 1e9
-        );
-        let mut lines: Vec<(usize, usize, Stats)> = Vec::new();
-        let configs = [
-            ("zipf-cpu", GatherMode::CpuGather, false, false),
-            ("zipf-cpu-dd", GatherMode::CpuGather, true, false),
-            ("zipf-cpu-c", GatherMode::CpuGather, false, true),
-            ("zipf-cpu-dd-c", GatherMode::CpuGather, true, true),
-            ("zipf-zc", GatherMode::ZeroCopy, false, false),
-            ("zipf-zc-dd", GatherMode::ZeroCopy, true, false),
-            ("zipf-zc-c", GatherMode::ZeroCopy, false, true),
-            ("zipf-zc-dd-c", GatherMode::ZeroCopy, true, true),
-        ];
-        for (c, &(mode, gather_mode, dedup, cached)) in configs.iter().enumerate() {
-            let cfg = PipelineConfig {
-                mode: gather_mode,
-                dedup,
-                gpu_cache_bytes: if cached { cache_bytes } else { 0 },
-                ..PipelineConfig::new(BATCHES[2])
-            };
-            let tb = if gather_mode == GatherMode::ZeroCopy { zt } else { &table };
-            let mut p = LookupPipeline::new(tb, gpu, cfg).map_err(err)?;
-            for (b, (pool, unique)) in pools.iter().enumerate() {
-                let mut st = drive(&mut p, pool, budget, true, true, mode)?;
-                let rate = st.positions as f64 / st.secs;
-                st.note = format!(
-                    "x ceiling {:.2} ({:.2} / {:.2} Mrows/s)  bus {:.2} MB/batch, {:.0} rows/batch  unique {:.1}%  \
-                     from GPU cache {:.1}%",
-                    rate / ceiling_rows[b],
-                    rate / 1e6,
-                    ceiling_rows[b] / 1e6,
-                    st.bus_bytes as f64 / st.batches as f64 / 1e6,
-                    st.bus_rows as f64 / st.batches as f64,
-                    unique * 100.0,
-                    st.cache_share * 100.0,
-                );
-                st.hit_rate = None;
-                lines.push((b, c, st));
-            }
-        }
-        lines.sort_by_key(|&(b, c, _)| (b, c));
-        for (b, _, mut st) in lines {
-            st.print(dim, BATCHES[b]);
+        if args.nvme {
+            nvme_block(args, &table, gpu, budget)?;
         }
     }
     Ok(())
+}
+
+/// The uniform and Zipf blocks of one table (rows in DRAM).
+fn dram_blocks(args: &Args, table: &Table, path: &Path, gpu: Option<&Gpu>, budget: Duration) -> Result<(), String> {
+    let err = |e: BridgeError| e.to_string();
+    let (dim, rows) = (table.dim(), table.rows() as usize);
+    let row_bytes = dim * 2;
+    // Zero-copy: resident rows registered in place, one pipeline per
+    // configuration for all batch sizes (registration is per table).
+    let zc_table = match (gpu, args.resident_rows) {
+        (Some(_), false) => Some(
+            Table::open_with(path, OpenOptions { resident_rows: true, ..OpenOptions::default() })
+                .map_err(|e| e.to_string())?,
+        ),
+        _ => None,
+    };
+    let zt = zc_table.as_ref().unwrap_or(table);
+    // Copy ceiling in rows/s (row + mask byte per position), per batch size.
+    let mut ceiling_rows = Vec::new();
+    {
+        let mut zc_pipes = match (gpu, args.zipf_only) {
+            (Some(g), false) => {
+                let t = Instant::now();
+                let mk = |dedup: bool| {
+                    let cfg = PipelineConfig { mode: GatherMode::ZeroCopy, dedup, ..PipelineConfig::new(BATCHES[2]) };
+                    LookupPipeline::new(zt, g, cfg).map_err(err)
+                };
+                let (p, pd) = (mk(false)?, mk(true)?);
+                println!(
+                    "zero-copy setup: rows {:?} / {:?} (dedup) in {:.2} s",
+                    p.zero_copy_source().expect("zero-copy"),
+                    pd.zero_copy_source().expect("zero-copy"),
+                    t.elapsed().as_secs_f64()
+                );
+                Some((p, pd))
+            }
+            _ => None,
+        };
+        for &batch in &BATCHES {
+            let pool = token_pool(rows, batch, (dim * batch) as u64);
+            let bytes = batch * (row_bytes + 1);
+            if !args.zipf_only {
+                host_only(table, &pool, gpu, budget)?.print(dim, batch);
+            }
+            let Some(gpu) = gpu else { continue };
+            // (a) ceiling
+            let gbps = probe_bandwidth(gpu, bytes, 20).map_err(err)?;
+            let src = gpu.alloc_pinned(bytes).map_err(err)?;
+            let mut dst = gpu.alloc_device(bytes).map_err(err)?;
+            let mut lat = Vec::new();
+            let start = Instant::now();
+            while lat.len() < MIN_BATCHES || start.elapsed() < budget / 2 {
+                let t = Instant::now();
+                gpu.copy_to_device(&src, &mut dst).map_err(err)?.synchronize().map_err(err)?;
+                lat.push(ms(t.elapsed()));
+            }
+            let secs = bytes as f64 / (gbps * 1e9);
+            Stats {
+                mode: "ceiling",
+                batches: 20,
+                secs,
+                positions: batch,
+                bytes,
+                lat_ms: lat,
+                hit_rate: None,
+                cache_share: 0.0,
+                bus_bytes: 0,
+                bus_rows: 0,
+                read: ReadStats::default(),
+                note: String::new(),
+            }
+            .print(dim, batch);
+            ceiling_rows.push(gbps * 1e9 / (row_bytes + 1) as f64);
+            let Some((zc, zcd)) = zc_pipes.as_mut() else { continue };
+            // (b) serial, (c) pipelined: dedup off, as in earlier runs;
+            // then the library default (dedup on).
+            serial(table, gpu, &pool, budget)?.print(dim, batch);
+            pipelined(table, gpu, &pool, budget, false, false)?.print(dim, batch);
+            pipelined(table, gpu, &pool, budget, true, false)?.print(dim, batch);
+            pipelined(table, gpu, &pool, budget, false, true)?.print(dim, batch);
+            drive(zc, &pool, budget, false, false, "zc-serial")?.print(dim, batch);
+            drive(zc, &pool, budget, true, false, "zc-pipelined")?.print(dim, batch);
+            drive(zcd, &pool, budget, true, false, "zc-pipelined-dd")?.print(dim, batch);
+        }
+    }
+    let Some(gpu) = gpu else { return Ok(()) };
+    // Zipf(1.1) over rows, slots submitted directly: every combination of
+    // gather mode, dedup and GPU cache, one pipeline at a time.
+    let pools: Vec<(Vec<Vec<u32>>, f64)> =
+        BATCHES.iter().map(|&b| zipf_slot_pool(rows, b, (dim * b) as u64 + 1)).collect();
+    let cache_bytes = rows * args.cache_pct / 100 * zt.header().row_stride as usize;
+    println!(
+        "Zipf({ZIPF_S}) slots, {rows} rows, no misses; unique fraction per batch size: {}; cache {}% = {:.2} GB",
+        pools.iter().map(|(_, u)| format!("{:.1}%", u * 100.0)).collect::<Vec<_>>().join(" / "),
+        args.cache_pct,
+        cache_bytes as f64 / 1e9
+    );
+    let mut lines: Vec<(usize, usize, Stats)> = Vec::new();
+    let configs = [
+        ("zipf-cpu", GatherMode::CpuGather, false, false),
+        ("zipf-cpu-dd", GatherMode::CpuGather, true, false),
+        ("zipf-cpu-c", GatherMode::CpuGather, false, true),
+        ("zipf-cpu-dd-c", GatherMode::CpuGather, true, true),
+        ("zipf-zc", GatherMode::ZeroCopy, false, false),
+        ("zipf-zc-dd", GatherMode::ZeroCopy, true, false),
+        ("zipf-zc-c", GatherMode::ZeroCopy, false, true),
+        ("zipf-zc-dd-c", GatherMode::ZeroCopy, true, true),
+    ];
+    for (c, &(mode, gather_mode, dedup, cached)) in configs.iter().enumerate() {
+        let cfg = PipelineConfig {
+            mode: gather_mode,
+            dedup,
+            gpu_cache_bytes: if cached { cache_bytes } else { 0 },
+            ..PipelineConfig::new(BATCHES[2])
+        };
+        let tb = if gather_mode == GatherMode::ZeroCopy { zt } else { table };
+        let mut p = LookupPipeline::new(tb, gpu, cfg).map_err(err)?;
+        for (b, (pool, unique)) in pools.iter().enumerate() {
+            let mut st = drive(&mut p, pool, budget, true, true, mode)?;
+            let rate = st.positions as f64 / st.secs;
+            st.note = format!(
+                "x ceiling {:.2} ({:.2} / {:.2} Mrows/s)  bus {:.2} MB/batch, {:.0} rows/batch  unique {:.1}%  \
+                     from GPU cache {:.1}%",
+                rate / ceiling_rows[b],
+                rate / 1e6,
+                ceiling_rows[b] / 1e6,
+                st.bus_bytes as f64 / st.batches as f64 / 1e6,
+                st.bus_rows as f64 / st.batches as f64,
+                unique * 100.0,
+                st.cache_share * 100.0,
+            );
+            st.hit_rate = None;
+            lines.push((b, c, st));
+        }
+    }
+    lines.sort_by_key(|&(b, c, _)| (b, c));
+    for (b, _, mut st) in lines {
+        st.print(dim, BATCHES[b]);
+    }
+    Ok(())
+}
+
+/// Slot batches uniform over `rows` (no misses).
+fn uniform_slot_pool(rows: usize, positions: usize, seed: u64) -> Vec<Vec<u32>> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..POOL).map(|_| (0..positions).map(|_| (next() % rows as u64) as u32).collect()).collect()
+}
+
+/// The NVMe block of one table (see the module doc): the raw reader, then
+/// the pipeline with a direct-read row source, per batch size and
+/// distribution.
+fn nvme_block(args: &Args, table: &Table, gpu: Option<&Gpu>, budget: Duration) -> Result<(), String> {
+    let err = |e: BridgeError| e.to_string();
+    let (dim, rows) = (table.dim(), table.rows() as usize);
+    let mode = ReadMode::Direct { backend: BackendKind::Auto, queue_depth: args.queue_depth };
+    let reader = RowReader::open(table, mode).map_err(|e| e.to_string())?;
+    let stride = table.header().row_stride as usize;
+    let cache_bytes = rows * args.cache_pct / 100 * stride;
+    println!(
+        "NVMe d={dim}: rows read from {} with {}; dedup on, GPU cache 0 / {}% = {:.2} GB; rows {} B, stride {stride} B",
+        table.path().display(),
+        reader.describe(),
+        args.cache_pct,
+        cache_bytes as f64 / 1e9,
+        dim * 2
+    );
+    if !reader.is_o_direct() {
+        println!(
+            "warning: the file system refused O_DIRECT (tmpfs?): reads are buffered and the page cache may serve \
+             them; put --dir on a disk"
+        );
+    }
+    // Per batch size: (uniform pool, Zipf pool).
+    type Pool = Vec<Vec<u32>>;
+    let pools: Vec<(Pool, Pool)> = BATCHES
+        .iter()
+        .map(|&b| (uniform_slot_pool(rows, b, (dim * b) as u64 + 3), zipf_slot_pool(rows, b, (dim * b) as u64 + 1).0))
+        .collect();
+    let mut pipes = Vec::new();
+    if let Some(g) = gpu {
+        for cache in [0, cache_bytes] {
+            let cfg = PipelineConfig {
+                dedup: true,
+                gpu_cache_bytes: cache,
+                read_mode: Some(mode),
+                ..PipelineConfig::new(BATCHES[2])
+            };
+            pipes.push(LookupPipeline::new(table, g, cfg).map_err(err)?);
+        }
+    }
+    let mut out = AlignedBuf::new(BATCHES[2] * dim * 2).map_err(|e| format!("aligned buffer: {e}"))?;
+    for (b, &batch) in BATCHES.iter().enumerate() {
+        let (uni, zipf) = &pools[b];
+        for (dist, pool) in [(0, uni), (1, zipf)] {
+            let names = [["nvme-raw-uni", "nvme-uni", "nvme-uni-c"], ["nvme-raw-zipf", "nvme-zipf", "nvme-zipf-c"]];
+            let mut raw = raw_reader(&reader, pool, &mut out, budget, args.nvme_min_batches, names[dist][0])?;
+            let raw_rate = raw.positions as f64 / raw.secs;
+            raw.note = read_note(&raw, None, 1.0);
+            raw.print(dim, batch);
+            for (c, pipe) in pipes.iter_mut().enumerate() {
+                let mut st = drive_n(pipe, pool, budget, true, true, names[dist][1 + c], args.nvme_min_batches)?;
+                let x = st.positions as f64 / st.secs / raw_rate;
+                st.note = read_note(&st, Some(st.cache_share), x);
+                if !pipe.reads_into_pinned() {
+                    st.note += "  (EFAULT into pinned memory: read into an aligned buffer + copy)";
+                }
+                st.hit_rate = None;
+                st.print(dim, batch);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The note of an NVMe row: storage reads, bounce bytes, ratio to the raw
+/// reader.
+fn read_note(st: &Stats, cache_share: Option<f64>, x_reader: f64) -> String {
+    let r = &st.read;
+    let mut note = format!(
+        "storage {:.1} krows/s {:.2} GB/s  {:.0} rows/batch read  bounce {:.2} MB/batch",
+        r.rows_read as f64 / st.secs / 1e3,
+        r.bytes_read as f64 / st.secs / 1e9,
+        r.rows_read as f64 / st.batches.max(1) as f64,
+        r.bounce_bytes as f64 / st.batches.max(1) as f64 / 1e6,
+    );
+    if let Some(c) = cache_share {
+        note += &format!("  x reader {x_reader:.2}  from GPU cache {:.1}%", c * 100.0);
+    }
+    note
+}
+
+/// The reader alone: `read_rows` of each batch into a page-aligned buffer,
+/// one after the other (no GPU).
+fn raw_reader(
+    reader: &RowReader<'_>,
+    pool: &[Vec<u32>],
+    out: &mut [u8],
+    budget: Duration,
+    min_batches: usize,
+    mode: &'static str,
+) -> Result<Stats, String> {
+    let batch = pool[0].len();
+    let row_bytes = reader.row_bytes();
+    let out = &mut out[..batch * row_bytes];
+    let e = |e: engine::ReadError| e.to_string();
+    reader.read_rows(&pool[POOL - 1], out).map_err(e)?;
+    let mut read = ReadStats::default();
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    let mut i = 0;
+    while i < min_batches || start.elapsed() < budget {
+        let t = Instant::now();
+        read.add(&reader.read_rows(&pool[i % POOL], out).map_err(e)?);
+        lat.push(ms(t.elapsed()));
+        i += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(Stats {
+        mode,
+        batches: i,
+        secs,
+        positions: i * batch,
+        bytes: i * batch * (row_bytes + 1),
+        lat_ms: lat,
+        hit_rate: None,
+        cache_share: 0.0,
+        bus_bytes: 0,
+        bus_rows: 0,
+        read,
+        note: String::new(),
+    })
 }
 
 fn rayon_threads() -> usize {
@@ -498,6 +690,7 @@ fn host_only(table: &Table, pool: &[Vec<u32>], gpu: Option<&Gpu>, budget: Durati
         cache_share: 0.0,
         bus_bytes: 0,
         bus_rows: 0,
+        read: ReadStats::default(),
         note: String::new(),
     })
 }
@@ -513,20 +706,35 @@ fn drive(
     slots: bool,
     mode: &'static str,
 ) -> Result<Stats, String> {
+    drive_n(pipe, pool, budget, back_to_back, slots, mode, MIN_BATCHES)
+}
+
+/// [`drive`] with at least `min_batches` measured batches (after
+/// `min(3, min_batches)` warm-up batches).
+fn drive_n(
+    pipe: &mut LookupPipeline<'_>,
+    pool: &[Vec<u32>],
+    budget: Duration,
+    back_to_back: bool,
+    slots: bool,
+    mode: &'static str,
+    min_batches: usize,
+) -> Result<Stats, String> {
     let err = |e: BridgeError| e.to_string();
     let batch = pool[0].len();
     let submit = |pipe: &mut LookupPipeline<'_>, b: &[u32]| if slots { pipe.submit_slots(b) } else { pipe.submit(b) };
-    for b in pool.iter().take(3) {
+    for b in pool.iter().take(min_batches.min(3)) {
         let h = submit(pipe, b).map_err(err)?;
         h.wait().map_err(err)?;
         pipe.recycle(h);
     }
+    pipe.take_read_stats();
     let mut lat = Vec::new();
     let mut in_flight = VecDeque::new();
     let (mut n_hits, mut n_cached, mut bus_bytes, mut bus_rows) = (0usize, 0usize, 0usize, 0usize);
     let start = Instant::now();
     let mut i = 0;
-    while i < MIN_BATCHES || start.elapsed() < budget {
+    while i < min_batches || start.elapsed() < budget {
         let t = Instant::now();
         let h = submit(pipe, &pool[i % POOL]).map_err(err)?;
         n_hits += h.hit_count();
@@ -566,6 +774,7 @@ fn drive(
         cache_share: n_cached as f64 / positions.max(1) as f64,
         bus_bytes,
         bus_rows,
+        read: pipe.take_read_stats(),
         note: String::new(),
     })
 }
