@@ -35,7 +35,15 @@ pub struct DemoArgs {
 }
 
 pub fn run(a: DemoArgs) -> Result<()> {
-    let args = TrainArgs { preset: "quick".into(), out: a.out.clone(), steps: a.steps, top_k: None, seed: None };
+    let args = TrainArgs {
+        preset: "quick".into(),
+        out: a.out.clone(),
+        steps: a.steps,
+        top_k: None,
+        seed: None,
+        lr: None,
+        clip_norm: None,
+    };
     let cfg = args.config()?;
     outln!(
         "scone demo: the SCONE flow on the bundled King James Bible (quick preset; `scone train` runs the full one)"

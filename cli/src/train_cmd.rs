@@ -27,6 +27,12 @@ pub struct TrainArgs {
     /// Override the seed.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Override the peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Override the gradient-norm clip.
+    #[arg(long)]
+    pub clip_norm: Option<f64>,
 }
 
 impl TrainArgs {
@@ -49,6 +55,18 @@ impl TrainArgs {
         }
         if let Some(s) = self.seed {
             cfg.seed = s;
+        }
+        if let Some(lr) = self.lr {
+            if lr.is_nan() || lr <= 0.0 || lr.is_infinite() {
+                bail!("--lr must be a positive number");
+            }
+            cfg.lr = lr;
+        }
+        if let Some(c) = self.clip_norm {
+            if c.is_nan() || c <= 0.0 {
+                bail!("--clip-norm must be positive");
+            }
+            cfg.clip_norm = c;
         }
         Ok(cfg)
     }

@@ -45,6 +45,9 @@ pub struct ExperimentConfig {
     pub batch_size: usize,
     pub lr: f64,
     pub warmup: u64,
+    /// Global gradient-norm clip of AdamW.
+    #[serde(default = "default_clip_norm")]
+    pub clip_norm: f64,
     pub seed: u64,
     pub table_dtype: Dtype,
     pub memory_budget: usize,
@@ -67,6 +70,7 @@ impl ExperimentConfig {
             batch_size: 16,
             lr: 3e-3,
             warmup: 20,
+            clip_norm: 1.0,
             seed: 1,
             table_dtype: Dtype::F16,
             memory_budget: 256 << 20,
@@ -91,6 +95,7 @@ impl ExperimentConfig {
             batch_size: 16,
             lr: 2e-3,
             warmup: 50,
+            clip_norm: 1.0,
             seed: 1,
             table_dtype: Dtype::F16,
             memory_budget: 1 << 30,
@@ -114,9 +119,13 @@ impl ExperimentConfig {
             warmup: self.warmup,
             seed: self.seed,
             checkpoint_every: (self.steps / 10).max(1),
-            adamw: AdamWConfig::default(),
+            adamw: AdamWConfig { clip_norm: self.clip_norm, ..AdamWConfig::default() },
         }
     }
+}
+
+fn default_clip_norm() -> f64 {
+    1.0
 }
 
 /// The corpus after tokenization and the train / held-out split.
