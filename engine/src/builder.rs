@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::dtype::{encode_row, Dtype, EncodeProblem};
+use crate::dtype::{encode_row, Dtype};
 use crate::error::BuildError;
 use crate::extsort::ExternalSorter;
 use crate::format::{
@@ -228,12 +228,7 @@ impl TableBuilder {
         }
         let mut buf = vec![0u8; self.stride];
         if let Err(p) = encode_row(row, self.cfg.dtype, &mut buf[..self.row_bytes]) {
-            return bad(match p {
-                EncodeProblem::NonFinite { column, value } => format!("value {value} at column {column} is not finite"),
-                EncodeProblem::Overflow { column, value } => {
-                    format!("value {value} at column {column} overflows {}", self.cfg.dtype)
-                }
-            });
+            return bad(p.describe(self.cfg.dtype));
         }
         self.token_rows.write_all(&buf).map_err(|e| self.temp_err(e))?;
         self.token_rows_pushed += 1;
@@ -275,12 +270,7 @@ impl TableBuilder {
         // Encode the row into the tail of the scratch record.
         let (head, row_out) = self.scratch.split_at_mut(ROW_KEY + 4 * n_max);
         if let Err(p) = encode_row(row, self.cfg.dtype, row_out) {
-            return bad(match p {
-                EncodeProblem::NonFinite { column, value } => format!("value {value} at column {column} is not finite"),
-                EncodeProblem::Overflow { column, value } => {
-                    format!("value {value} at column {column} overflows {}", self.cfg.dtype)
-                }
-            });
+            return bad(p.describe(self.cfg.dtype));
         }
         head[..8].copy_from_slice(&(!count.unwrap_or(0)).to_be_bytes());
         head[8..16].copy_from_slice(&record.to_be_bytes());

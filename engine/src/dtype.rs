@@ -53,6 +53,16 @@ pub enum EncodeProblem {
     Overflow { column: usize, value: f32 },
 }
 
+impl EncodeProblem {
+    /// The reason, as the builder reports it for a record or token row.
+    pub fn describe(&self, dtype: Dtype) -> String {
+        match *self {
+            EncodeProblem::NonFinite { column, value } => format!("value {value} at column {column} is not finite"),
+            EncodeProblem::Overflow { column, value } => format!("value {value} at column {column} overflows {dtype}"),
+        }
+    }
+}
+
 /// Encodes one f32 row into `out` (exactly `row.len() * dtype.size()` bytes, little-endian).
 /// Rejects NaN/Inf and values that overflow the storage dtype, naming the column.
 pub fn encode_row(row: &[f32], dtype: Dtype, out: &mut [u8]) -> Result<(), EncodeProblem> {
