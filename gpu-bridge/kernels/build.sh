@@ -1,6 +1,6 @@
 #!/bin/sh
 # Regenerates or checks the PTX that the crate embeds: gather.ptx
-# (src/zerocopy.rs, kernel gather_rows) and scatter.ptx (src/scatter.rs,
+# (src/zerocopy.rs, kernel gather_rows) scatter.ptx (src/scatter.rs,
 # kernel scatter_rows).
 #
 # With nvcc (a CUDA toolkit) on PATH or in $NVCC: compiles each .cu to PTX.
@@ -10,7 +10,7 @@
 #   pip install nvidia-cuda-nvcc-cu12   # provides ptxas
 set -eu
 cd "$(dirname "$0")"
-KERNELS="gather scatter"
+KERNELS="gather scatter convert"
 NVCC=${NVCC:-$(command -v nvcc || true)}
 if [ -n "$NVCC" ]; then
     for k in $KERNELS; do

@@ -30,6 +30,7 @@
 //!   CPU path reads rows with an `engine::read::RowReader` (e.g. `O_DIRECT`
 //!   from the table file) straight into the pinned staging buffer.
 
+mod convert;
 mod driver;
 mod error;
 mod gpu;

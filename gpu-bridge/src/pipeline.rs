@@ -3,8 +3,9 @@
 //! work of batch `i + 1` overlaps the host-to-device copy of batch `i`.
 
 use engine::read::{ReadMode, ReadStats, ReaderOptions, RowReader};
-use engine::{gather, GatherOptions, Hit, SuffixMatcher, Table, MISS_SLOT};
+use engine::{gather, Dtype, GatherOptions, Hit, SuffixMatcher, Table, MISS_SLOT};
 
+use crate::convert::ConvertKernel;
 use crate::scatter::{Dedup, GpuCache, ScatterKernel, ScatterSources};
 use crate::staging::StagingRing;
 use crate::zerocopy::{ZeroCopyRows, ZeroCopySource};
@@ -83,6 +84,14 @@ pub struct PipelineConfig {
     /// (default: `ReaderOptions::default()`; e.g. `hot_bytes` for a DRAM hot
     /// prefix below the GPU cache, `registered_buffers`).
     pub reader_options: ReaderOptions,
+    /// The dtype of the rows delivered on the device (default `None`: the
+    /// table's stored dtype, no conversion). When it differs, rows cross the
+    /// bus in the stored dtype and the `convert_rows` kernel converts them on
+    /// the device (widening to f32 is exact; narrowing rounds to nearest
+    /// even, as `engine::gather` with `GatherOptions::dtype` does on the
+    /// CPU): an f16 table delivered as f32 costs the bus half of what
+    /// converting on the host would.
+    pub out_dtype: Option<Dtype>,
 }
 
 impl PipelineConfig {
@@ -99,6 +108,34 @@ impl PipelineConfig {
             dedup: true,
             read_mode: None,
             reader_options: ReaderOptions::default(),
+            out_dtype: None,
+        }
+    }
+
+    /// The automatic choice for `table`, from the session-2 measurements on
+    /// the H200 host (docs/PERFORMANCE.md, "Dedup + scatter and the GPU hot
+    /// cache"):
+    /// - mode: [`GatherMode::auto`] (zero-copy when the rows are resident in
+    ///   DRAM, so the GPU can read them over the bus; CPU gather otherwise);
+    /// - dedup: on, except zero-copy with a GPU cache. Zero-copy without a
+    ///   cache gained 1.5-2.7x from dedup at every measured size; with a
+    ///   cache serving ~90 % of positions from device memory, the kernel
+    ///   without dedup was 1.2-1.5x faster (the host plan and the second
+    ///   kernel cost more than the few bus rows they save). On the CPU path
+    ///   the measurements were mixed (0.7-1.4x either way), and dedup never
+    ///   sends more bytes, so it stays on;
+    /// - `gpu_cache_bytes` as given (a cache only helps skewed keys, which
+    ///   the pipeline cannot know in advance).
+    ///
+    /// Everything else as [`PipelineConfig::new`].
+    pub fn automatic(table: &Table, max_positions: usize, gpu_cache_bytes: usize) -> PipelineConfig {
+        let mode = GatherMode::auto(table);
+        let cached = crate::scatter::cache_rows(gpu_cache_bytes, table.header().row_stride, table.rows()) > 0;
+        PipelineConfig {
+            mode,
+            dedup: !(mode == GatherMode::ZeroCopy && cached),
+            gpu_cache_bytes,
+            ..PipelineConfig::new(max_positions)
         }
     }
 }
@@ -114,8 +151,8 @@ struct Indexed {
 }
 
 /// Matches, gathers and uploads batches of token positions against one
-/// table. Rows arrive on the device in the table's stored dtype (conversion
-/// on the device is future work), densely as `[positions, dim]`, with a
+/// table. Rows arrive on the device in [`PipelineConfig::out_dtype`] (the
+/// table's stored dtype by default), densely as `[positions, dim]`, with a
 /// `u8` hit mask `[positions]` (1 = row from the table, 0 = miss: zero row,
 /// the caller substitutes its fallback embedding).
 ///
@@ -131,6 +168,10 @@ struct Indexed {
 ///   are copied; `gather_rows` reads each distinct row over the bus once
 ///   into device memory, then `scatter_rows` writes rows and mask.
 ///
+/// With an output dtype other than the stored one, each path writes its
+/// rows into an intermediate device buffer and `convert_rows` converts them
+/// into the batch's rows buffer.
+///
 /// Copies and kernels run on a stream of their own.
 /// [`LookupPipeline::submit`] does not synchronise with the device except
 /// through the ring's back-pressure (waiting for the work that last used the
@@ -141,9 +182,16 @@ pub struct LookupPipeline<'t> {
     gpu: Gpu,
     ring: StagingRing,
     cfg: PipelineConfig,
-    row_bytes: usize,
-    /// Bytes of a rows device buffer (`max_positions * row_bytes`).
+    /// Bytes per row in the stored dtype (staged, copied, scattered).
+    stored_row_bytes: usize,
+    /// Bytes per delivered row (`dim * out dtype size`).
+    out_row_bytes: usize,
+    /// Bytes of a stored-dtype rows buffer (`max_positions * row_bytes`).
     mask_offset: usize,
+    /// Output dtype differs from the stored one: the kernel and the
+    /// stored-dtype rows buffer the paths write into before conversion (one
+    /// suffices: stream order serialises batches on it).
+    convert: Option<(ConvertKernel, DeviceBuffer)>,
     /// Byte offset of the second area of each staging buffer: the mask or
     /// the indices (after the rows, or after the slots in zero-copy mode).
     stage_mask_offset: usize,
@@ -206,7 +254,8 @@ struct Staged {
 }
 
 impl BatchHandle {
-    /// Device rows `[positions, dim]`, dense, in the table's dtype.
+    /// Device rows `[positions, dim]`, dense, in the pipeline's output
+    /// dtype ([`PipelineConfig::out_dtype`], by default the table's).
     pub fn rows(&self) -> &DeviceBuffer {
         &self.rows
     }
@@ -226,7 +275,7 @@ impl BatchHandle {
         self.positions * self.row_bytes
     }
 
-    /// Bytes per row.
+    /// Bytes per row (`dim * output dtype size`).
     pub fn row_bytes(&self) -> usize {
         self.row_bytes
     }
@@ -363,6 +412,14 @@ impl<'t> LookupPipeline<'t> {
             return Err(too_many());
         }
         let gpu = gpu.with_new_stream()?;
+        let out_dtype = cfg.out_dtype.unwrap_or(table.dtype());
+        let out_row_bytes = table.dim() * out_dtype.size();
+        out_row_bytes.checked_mul(max).ok_or_else(too_many)?;
+        let convert = if out_dtype != table.dtype() {
+            Some((ConvertKernel::load(&gpu, table.dtype(), out_dtype)?, gpu.alloc_device(mask_offset)?))
+        } else {
+            None
+        };
         let cache = GpuCache::load(table, &gpu, cfg.gpu_cache_bytes, max)?;
         let load_indexed = |gpu: &Gpu| -> Result<Indexed, BridgeError> {
             Ok(Indexed {
@@ -396,8 +453,10 @@ impl<'t> LookupPipeline<'t> {
             gpu,
             ring,
             cfg,
-            row_bytes,
+            stored_row_bytes: row_bytes,
+            out_row_bytes,
             mask_offset,
+            convert,
             stage_mask_offset,
             zero_copy,
             indexed,
@@ -464,9 +523,15 @@ impl<'t> LookupPipeline<'t> {
         self.cache.as_ref().map_or(0, |c| c.rows() as usize)
     }
 
-    /// Bytes per output row (`dim * dtype size`, the table's dtype).
+    /// Bytes per delivered row (`dim * output dtype size`).
     pub fn row_bytes(&self) -> usize {
-        self.row_bytes
+        self.out_row_bytes
+    }
+
+    /// The dtype of the delivered rows ([`PipelineConfig::out_dtype`] or the
+    /// table's).
+    pub fn out_dtype(&self) -> Dtype {
+        self.cfg.out_dtype.unwrap_or(self.table.dtype())
     }
 
     /// Matches every position of `tokens` and uploads its row; see
@@ -531,21 +596,38 @@ impl<'t> LookupPipeline<'t> {
         let positions = self.slots.len();
         let (mut rows, mut mask) = match self.free.pop() {
             Some(pair) => pair,
-            None => (self.gpu.alloc_device(self.mask_offset)?, self.gpu.alloc_device(self.cfg.max_positions)?),
+            None => (self.gpu.alloc_device(self.out_rows_len())?, self.gpu.alloc_device(self.cfg.max_positions)?),
         };
-        let staged = match (self.zero_copy.is_some(), self.indexed.is_some()) {
-            (false, false) => self.stage_direct(&mut rows, &mut mask),
-            (false, true) => self.stage_indexed(&mut rows, &mut mask),
-            (true, false) => self.stage_zero_copy(&mut rows, &mut mask),
-            (true, true) => self.stage_zero_copy_dedup(&mut rows, &mut mask),
+        // With a conversion, the paths write stored-dtype rows into the
+        // intermediate buffer; `convert_rows` then fills `rows`.
+        let mut convert = self.convert.take();
+        let staged = {
+            let target = match convert.as_mut() {
+                Some((_, raw)) => raw,
+                None => &mut rows,
+            };
+            match (self.zero_copy.is_some(), self.indexed.is_some()) {
+                (false, false) => self.stage_direct(target, &mut mask),
+                (false, true) => self.stage_indexed(target, &mut mask),
+                (true, false) => self.stage_zero_copy(target, &mut mask),
+                (true, true) => self.stage_zero_copy_dedup(target, &mut mask),
+            }
         };
+        let staged = match (staged, convert.as_ref()) {
+            (Ok((stats, _)), Some((kernel, raw))) => kernel
+                .launch(&self.gpu, raw, &mut rows, positions * self.table.dim())
+                .and_then(|()| self.gpu.record_event())
+                .map(|event| (stats, event)),
+            (staged, _) => staged,
+        };
+        self.convert = convert;
         match staged {
             Ok((stats, event)) => Ok(BatchHandle {
                 gpu: self.gpu.clone(),
                 rows,
                 mask,
                 positions,
-                row_bytes: self.row_bytes,
+                row_bytes: self.out_row_bytes,
                 stats,
                 event,
             }),
@@ -556,6 +638,11 @@ impl<'t> LookupPipeline<'t> {
         }
     }
 
+    /// Bytes of a delivered rows buffer (`max_positions` rows).
+    fn out_rows_len(&self) -> usize {
+        self.cfg.max_positions * self.out_row_bytes
+    }
+
     /// CPU gather of every position's row into staging; rows and mask copied.
     fn stage_direct(
         &mut self,
@@ -563,7 +650,7 @@ impl<'t> LookupPipeline<'t> {
         mask: &mut DeviceBuffer,
     ) -> Result<(Staged, CopyEvent), BridgeError> {
         let positions = self.slots.len();
-        let rows_len = positions * self.row_bytes;
+        let rows_len = positions * self.stored_row_bytes;
         let mut slot = self.ring.acquire()?;
         let bytes = slot.bytes()?;
         let (row_area, mask_area) = bytes.split_at_mut(self.mask_offset);
@@ -596,7 +683,7 @@ impl<'t> LookupPipeline<'t> {
         let cached = self.cache.as_ref().map_or(0, GpuCache::rows);
         let hits = self.dedup.plan(&self.slots, cached, self.cfg.dedup, &mut self.uniq, &mut self.idx);
         let n_uniq = self.uniq.len();
-        let uniq_len = n_uniq * self.row_bytes;
+        let uniq_len = n_uniq * self.stored_row_bytes;
         let mut slot = self.ring.acquire()?;
         let bytes = slot.bytes()?;
         let (row_area, idx_area) = bytes.split_at_mut(self.mask_offset);
@@ -615,10 +702,10 @@ impl<'t> LookupPipeline<'t> {
         slot.copy_to_device(self.mask_offset..self.mask_offset + 4 * positions, &mut ix.idx, 0)?;
         let src = ScatterSources {
             uniq: &ix.uniq,
-            ustride: self.row_bytes as u64,
+            ustride: self.stored_row_bytes as u64,
             n_uniq,
             cache: self.cache.as_ref(),
-            row_bytes: self.row_bytes as u32,
+            row_bytes: self.stored_row_bytes as u32,
         };
         ix.kernel.launch(&self.gpu, &src, &self.idx, &ix.idx, rows, mask)?;
         let stats = Staged {
@@ -654,7 +741,7 @@ impl<'t> LookupPipeline<'t> {
         let cached = self.cache.as_ref().map_or(0, GpuCache::rows);
         let cache_hits = self.slots.iter().filter(|&&s| s < cached).count();
         let bus_rows = hits - cache_hits;
-        let stats = Staged { hits, cache_hits, bus_rows, bus_bytes: bus_rows * self.row_bytes + 5 * positions };
+        let stats = Staged { hits, cache_hits, bus_rows, bus_bytes: bus_rows * self.stored_row_bytes + 5 * positions };
         Ok((stats, slot.finish()?))
     }
 
@@ -684,17 +771,17 @@ impl<'t> LookupPipeline<'t> {
         zc.launch(&self.gpu, &self.uniq, dev_slots, &mut ix.uniq, None)?;
         let src = ScatterSources {
             uniq: &ix.uniq,
-            ustride: self.row_bytes as u64,
+            ustride: self.stored_row_bytes as u64,
             n_uniq,
             cache: self.cache.as_ref(),
-            row_bytes: self.row_bytes as u32,
+            row_bytes: self.stored_row_bytes as u32,
         };
         ix.kernel.launch(&self.gpu, &src, &self.idx, &ix.idx, rows, mask)?;
         let stats = Staged {
             hits,
             cache_hits: hits - self.idx.iter().filter(|&&k| k != MISS_SLOT && k >= cached).count(),
             bus_rows: n_uniq,
-            bus_bytes: n_uniq * (self.row_bytes + 4) + 4 * positions,
+            bus_bytes: n_uniq * (self.stored_row_bytes + 4) + 4 * positions,
         };
         Ok((stats, slot.finish()?))
     }
@@ -702,7 +789,7 @@ impl<'t> LookupPipeline<'t> {
     /// Returns a finished batch's device buffers for reuse by later batches
     /// (saves a device allocation per batch).
     pub fn recycle(&mut self, handle: BatchHandle) {
-        if handle.rows.len() == self.mask_offset && handle.mask.len() == self.cfg.max_positions {
+        if handle.rows.len() == self.out_rows_len() && handle.mask.len() == self.cfg.max_positions {
             self.free.push(handle.into_buffers());
         }
     }
@@ -1088,5 +1175,41 @@ mod tests {
         let mut src = RowSource { table: &table, reader: Some(&reader), threads: 1, detour: &mut detour };
         assert!(matches!(src.fill(&slots, &mut staging), Err(BridgeError::Read(_))));
         assert!(detour.into_staging);
+    }
+}
+
+#[cfg(test)]
+mod automatic_tests {
+    use super::*;
+    use engine::{BuildConfig, OpenOptions, TableBuilder};
+
+    fn table(dir: &std::path::Path, resident: bool) -> Table {
+        let path = dir.join("t.scone");
+        if !path.exists() {
+            let mut b = TableBuilder::create(&path, BuildConfig::new(8, Dtype::F16, 2, 10)).unwrap();
+            for g in 0..20u32 {
+                b.push(&[g / 10, g % 10], &[g as f32; 8], None).unwrap();
+            }
+            b.finish().unwrap();
+        }
+        Table::open_with(&path, OpenOptions { resident_rows: resident, ..OpenOptions::default() }).unwrap()
+    }
+
+    #[test]
+    fn automatic_rule_picks_mode_and_dedup() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mapped, resident) = (table(dir.path(), false), table(dir.path(), true));
+        let stride = mapped.header().row_stride as usize;
+        let c = PipelineConfig::automatic(&mapped, 100, 0);
+        assert_eq!((c.mode, c.dedup, c.max_positions), (GatherMode::CpuGather, true, 100));
+        let c = PipelineConfig::automatic(&mapped, 100, 5 * stride);
+        assert_eq!((c.mode, c.dedup, c.gpu_cache_bytes), (GatherMode::CpuGather, true, 5 * stride));
+        let c = PipelineConfig::automatic(&resident, 100, 0);
+        assert_eq!((c.mode, c.dedup), (GatherMode::ZeroCopy, true));
+        let c = PipelineConfig::automatic(&resident, 100, 5 * stride);
+        assert_eq!((c.mode, c.dedup), (GatherMode::ZeroCopy, false));
+        // Less than one row of cache is no cache: dedup stays on.
+        let c = PipelineConfig::automatic(&resident, 100, stride - 1);
+        assert_eq!((c.mode, c.dedup), (GatherMode::ZeroCopy, true));
     }
 }

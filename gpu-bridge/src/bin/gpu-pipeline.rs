@@ -53,7 +53,7 @@
 //!
 //! Usage: `gpu-pipeline [--rows N] [--seconds S] [--dir DIR] [--host-only]
 //! [--resident-rows] [--zipf-only] [--cache-pct P] [--nvme | --nvme-only]
-//! [--queue-depth QD] [--nvme-min-batches N]`.
+//! [--queue-depth QD] [--nvme-min-batches N] [--f32-rows]`.
 //! `--rows N` (default 500000): rows of the d = 1024 table; the d = 2048 table
 //! gets N / 2 (both 1.0 GB of f16 rows by default). `--seconds` (default 0.5):
 //! time per mode and configuration. `--resident-rows`: open the tables with
@@ -65,7 +65,11 @@
 //! NVMe block (with its raw-reader ceiling). `--queue-depth` (default 128):
 //! io_uring queue depth (pread threads: at most 64) of the NVMe reads.
 //! Without a GPU the binary says so and exits 0 (`--host-only --nvme` still
-//! runs the raw-reader rows).
+//! runs the raw-reader rows). `--f32-rows`: two more rows per uniform batch
+//! size, `zc-pipelined-f32` and `zc-pipelined-dd-f32`: the zero-copy modes
+//! with `PipelineConfig::out_dtype = Some(F32)` (f16 rows cross the bus, the
+//! `convert_rows` kernel widens them on the device; GB/s counts the f16
+//! bytes, as the other rows do).
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -97,6 +101,7 @@ struct Args {
     nvme_only: bool,
     queue_depth: u32,
     nvme_min_batches: usize,
+    f32_rows: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -112,6 +117,7 @@ fn parse_args() -> Result<Args, String> {
         nvme_only: false,
         queue_depth: 128,
         nvme_min_batches: 5,
+        f32_rows: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -126,6 +132,7 @@ fn parse_args() -> Result<Args, String> {
             "--cache-pct" => a.cache_pct = value()?.parse().map_err(|e| format!("--cache-pct: {e}"))?,
             "--nvme" => a.nvme = true,
             "--nvme-only" => (a.nvme, a.nvme_only) = (true, true),
+            "--f32-rows" => a.f32_rows = true,
             "--queue-depth" => a.queue_depth = value()?.parse().map_err(|e| format!("--queue-depth: {e}"))?,
             "--nvme-min-batches" => {
                 a.nvme_min_batches = value()?.parse().map_err(|e| format!("--nvme-min-batches: {e}"))?
@@ -151,7 +158,7 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!(
                 "{e}\nusage: gpu-pipeline [--rows N] [--seconds S] [--dir DIR] [--host-only] [--resident-rows] \
-                 [--zipf-only] [--cache-pct P] [--nvme | --nvme-only] [--queue-depth QD] [--nvme-min-batches N]"
+                 [--zipf-only] [--cache-pct P] [--nvme | --nvme-only] [--queue-depth QD] [--nvme-min-batches N] [--f32-rows]"
             );
             return ExitCode::from(2);
         }
@@ -379,13 +386,27 @@ fn dram_blocks(args: &Args, table: &Table, path: &Path, gpu: Option<&Gpu>, budge
                     LookupPipeline::new(zt, g, cfg).map_err(err)
                 };
                 let (p, pd) = (mk(false)?, mk(true)?);
+                let f32_pipes = if args.f32_rows {
+                    let mk32 = |dedup: bool| {
+                        let cfg = PipelineConfig {
+                            mode: GatherMode::ZeroCopy,
+                            dedup,
+                            out_dtype: Some(Dtype::F32),
+                            ..PipelineConfig::new(BATCHES[2])
+                        };
+                        LookupPipeline::new(zt, g, cfg).map_err(err)
+                    };
+                    Some((mk32(false)?, mk32(true)?))
+                } else {
+                    None
+                };
                 println!(
                     "zero-copy setup: rows {:?} / {:?} (dedup) in {:.2} s",
                     p.zero_copy_source().expect("zero-copy"),
                     pd.zero_copy_source().expect("zero-copy"),
                     t.elapsed().as_secs_f64()
                 );
-                Some((p, pd))
+                Some((p, pd, f32_pipes))
             }
             _ => None,
         };
@@ -424,7 +445,7 @@ fn dram_blocks(args: &Args, table: &Table, path: &Path, gpu: Option<&Gpu>, budge
             }
             .print(dim, batch);
             ceiling_rows.push(gbps * 1e9 / (row_bytes + 1) as f64);
-            let Some((zc, zcd)) = zc_pipes.as_mut() else { continue };
+            let Some((zc, zcd, f32_pipes)) = zc_pipes.as_mut() else { continue };
             // (b) serial, (c) pipelined: dedup off, as in earlier runs;
             // then the library default (dedup on).
             serial(table, gpu, &pool, budget)?.print(dim, batch);
@@ -434,6 +455,10 @@ fn dram_blocks(args: &Args, table: &Table, path: &Path, gpu: Option<&Gpu>, budge
             drive(zc, &pool, budget, false, false, "zc-serial")?.print(dim, batch);
             drive(zc, &pool, budget, true, false, "zc-pipelined")?.print(dim, batch);
             drive(zcd, &pool, budget, true, false, "zc-pipelined-dd")?.print(dim, batch);
+            if let Some((z32, z32d)) = f32_pipes.as_mut() {
+                drive(z32, &pool, budget, true, false, "zc-pipelined-f32")?.print(dim, batch);
+                drive(z32d, &pool, budget, true, false, "zc-pipelined-dd-f32")?.print(dim, batch);
+            }
         }
     }
     let Some(gpu) = gpu else { return Ok(()) };
