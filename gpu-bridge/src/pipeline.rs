@@ -26,7 +26,7 @@ pub enum GatherMode {
 }
 
 impl GatherMode {
-    /// The proposed automatic choice: zero-copy when the table's rows are
+    /// The mode part of [`PipelineConfig::automatic`]: zero-copy when the table's rows are
     /// resident in DRAM (`OpenOptions::resident_rows`), the CPU gather
     /// otherwise (rows paged in from a file mapping, later NVMe reads, or
     /// where dedup/compression on the CPU sends fewer bytes).

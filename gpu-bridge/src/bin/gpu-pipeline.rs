@@ -68,8 +68,8 @@
 //! runs the raw-reader rows). `--f32-rows`: two more rows per uniform batch
 //! size, `zc-pipelined-f32` and `zc-pipelined-dd-f32`: the zero-copy modes
 //! with `PipelineConfig::out_dtype = Some(F32)` (f16 rows cross the bus, the
-//! `convert_rows` kernel widens them on the device; GB/s counts the f16
-//! bytes, as the other rows do).
+//! `convert_rows` kernel widens them on the device; GB/s counts the
+//! delivered f32 bytes, twice what crossed the bus).
 
 use std::collections::VecDeque;
 use std::path::Path;
