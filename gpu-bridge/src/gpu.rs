@@ -264,6 +264,21 @@ impl Gpu {
         Ok(out)
     }
 
+    /// Makes work issued later on this `Gpu`'s stream wait for `event`
+    /// (`cuStreamWaitEvent`): the consumer's side of a
+    /// [`BatchHandle`](crate::BatchHandle), ordering its kernels after the batch's copies
+    /// with no host synchronisation. Returns at once.
+    pub fn wait_for(&self, event: &CopyEvent) -> Result<(), BridgeError> {
+        self.stream.wait(&event.event).map_err(cuda_err("cuStreamWaitEvent"))
+    }
+
+    /// The cudarc stream this handle issues work on, for callers that launch
+    /// their own kernels with cudarc (e.g. on a `Gpu::with_new_stream` of
+    /// theirs, ordered after a batch with [`Gpu::wait_for`]).
+    pub fn cuda_stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
     /// Blocks until all work issued on this `Gpu`'s stream has finished.
     pub fn synchronize(&self) -> Result<(), BridgeError> {
         self.stream.synchronize().map_err(cuda_err("cuStreamSynchronize"))?;
@@ -311,6 +326,12 @@ impl CopyEvent {
     /// Whether the copy has finished, without blocking.
     pub fn is_complete(&self) -> Result<bool, BridgeError> {
         self.event.try_is_complete().map_err(cuda_err("cuEventQuery"))
+    }
+
+    /// The underlying cudarc event, for a caller's own stream to wait on
+    /// (`CudaStream::wait`); see also [`Gpu::wait_for`].
+    pub fn cuda_event(&self) -> &CudaEvent {
+        &self.event
     }
 }
 

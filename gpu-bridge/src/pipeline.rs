@@ -311,6 +311,21 @@ impl BatchHandle {
         &self.event
     }
 
+    /// Orders work issued later on `consumer`'s stream after this batch
+    /// (`cuStreamWaitEvent` on the batch's event): the consumer's kernels
+    /// may read [`BatchHandle::rows`] and [`BatchHandle::mask`] with no host
+    /// synchronisation. `consumer` must be on the same device.
+    pub fn order_on(&self, consumer: &Gpu) -> Result<(), BridgeError> {
+        if consumer.ordinal() != self.gpu.ordinal() {
+            return Err(BridgeError::InvalidArgument(format!(
+                "batch is on device {}, the consumer stream on device {}",
+                self.gpu.ordinal(),
+                consumer.ordinal()
+            )));
+        }
+        consumer.wait_for(&self.event)
+    }
+
     /// Blocks until the batch is on the device.
     pub fn wait(&self) -> Result<(), BridgeError> {
         self.event.synchronize()

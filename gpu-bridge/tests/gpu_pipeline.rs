@@ -123,3 +123,28 @@ fn staging_ring_applies_back_pressure() {
     }
     assert!(matches!(StagingRing::new(&gpu, 0, 8, false), Err(BridgeError::InvalidArgument(_))));
 }
+
+/// A consumer on its own stream orders itself after a batch with
+/// `BatchHandle::order_on` (no host wait): once the consumer's stream has
+/// drained, the batch must be complete, and rows read on the consumer's
+/// stream equal the CPU gather.
+#[test]
+fn consumer_stream_waits_for_the_batch_event() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let table = build_table(&dir.path().join("c.scone"), 1024, Dtype::F16, 3, 60, 3000, 91, OpenOptions::default());
+    let consumer = gpu.with_new_stream().unwrap();
+    let mut pipe = LookupPipeline::new(&table, &gpu, PipelineConfig::new(16384)).unwrap();
+    let mut rng = Rng(4321);
+    for round in 0..5 {
+        let tokens = random_tokens(&mut rng, 16384, 60);
+        let h = pipe.submit(&tokens).unwrap();
+        h.order_on(&consumer).unwrap();
+        consumer.synchronize().unwrap();
+        assert!(h.is_complete().unwrap(), "round {round}: consumer stream ran ahead of the batch");
+        let rows = consumer.read_device(h.rows()).unwrap();
+        let (want_rows, _) = expected(&table, &tokens, 0);
+        assert!(rows[..h.rows_len()] == want_rows[..], "round {round}");
+        pipe.recycle(h);
+    }
+}
