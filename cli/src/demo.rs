@@ -43,6 +43,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         seed: None,
         lr: None,
         clip_norm: None,
+        runs: None,
     };
     let cfg = args.config()?;
     outln!(

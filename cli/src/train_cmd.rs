@@ -33,6 +33,11 @@ pub struct TrainArgs {
     /// Override the gradient-norm clip.
     #[arg(long)]
     pub clip_norm: Option<f64>,
+    /// Train and evaluate only these runs (comma-separated names, e.g.
+    /// `baseline-tied`); the others' rows are kept from the results.json
+    /// already under --out, which must hold the same configuration.
+    #[arg(long, value_delimiter = ',')]
+    pub runs: Option<Vec<String>>,
 }
 
 impl TrainArgs {
@@ -89,7 +94,7 @@ impl Report for Console {
 
 pub fn run(a: TrainArgs) -> Result<()> {
     let cfg = a.config()?;
-    let outcome = experiment::run(&cfg, &a.out, &Console)?;
+    let outcome = experiment::run_selected(&cfg, &a.out, a.runs.as_deref(), &Console)?;
     print_results(&cfg, &outcome)?;
     outln!("\nresults: {}", a.out.join("results.json").display());
     Ok(())
@@ -131,5 +136,8 @@ pub fn print_results(cfg: &ExperimentConfig, o: &Outcome) -> Result<()> {
     outln!(
         "(a) baseline, (b) SCONE computing f-gram embeddings on the fly, (c) SCONE reading them from the engine table"
     );
+    if o.results.iter().any(|r| r.name == "baseline-tied") {
+        outln!("baseline-tied: (a) with the token embedding tied to the output head (SCONE's accelerator params)");
+    }
     Ok(())
 }

@@ -42,15 +42,21 @@ def main():
         loss = smooth([float(x["loss"]) for x in rows])
         style = "-" if r["k"] == 0 else ("--" if r["name"].endswith("f0") else ":")
         width = 2.5 if r["k"] == 0 else 1.4
-        ax.plot(steps, loss, style, linewidth=width, label=r["name"])
+        color = {"baseline": "black", "baseline-tied": "dimgray"}.get(r["name"])
+        ax.plot(steps, loss, style, linewidth=width, label=r["name"], color=color)
     ax.set_xlabel("step (%d windows of %d tokens)" % (cfg["batch_size"], cfg["context"]))
     ax.set_ylabel("training loss (nats/token, 25-step mean)")
     ax.set_title("training loss, KJV, byte-level BPE %d" % cfg["bpe_vocab"])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
 
-    base = [r for r in runs if r["k"] == 0][0]
-    bx.axhline(base["ppl_model"], color="black", linewidth=2, label="(a) baseline")
+    base = [r for r in runs if r["name"] == "baseline"][0]
+    bx.axhline(base["ppl_model"], color="black", linewidth=2,
+               label="(a) baseline (%.2f M accelerator params)" % (base["accelerator_params"] / 1e6))
+    tied = [r for r in runs if r["name"] == "baseline-tied"]
+    if tied:
+        bx.axhline(tied[0]["ppl_model"], color="dimgray", linewidth=2, linestyle="-.",
+                   label="(a) baseline, tied embeddings (%.2f M, as SCONE's LM)" % (tied[0]["accelerator_params"] / 1e6))
     for fi, marker in ((0, "o"), (1, "s")):
         pts = sorted((r["k"], r["ppl_table"], r["fgram_params"]) for r in runs if r["name"].endswith("f%d" % fi))
         if pts:
@@ -70,20 +76,22 @@ def main():
 
 
 def print_table(runs):
-    base = [r for r in runs if r["k"] == 0][0]
-    print("| run | K | f-gram model | f-gram params | accelerator params | FLOPs/token | final train loss | held-out ppl (a)/(b) | (c) from the table | (c) / (a) | positions with an f-gram | table MB | train tokens/s |")
-    print("| --- | --: | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |")
+    base = [r for r in runs if r["name"] == "baseline"][0]
+    tied = ([r for r in runs if r["name"] == "baseline-tied"] or [None])[0]
+    print("| run | K | f-gram model | f-gram params | accelerator params | FLOPs/token | final train loss | held-out ppl (a)/(b) | (c) from the table | (c) / (a) | (c) / (a) tied | positions with an f-gram | table MB | train tokens/s |")
+    print("| --- | --: | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |")
     for r in runs:
         f = r["fgram_model"]
         fm = "-" if f is None else "d %d, %d layer%s" % (f["d_model"], f["n_layers"], "" if f["n_layers"] == 1 else "s")
         c = r["ppl_table"]
-        print("| %s | %s | %s | %s | %s | %s | %.3f | %.2f | %s | %s | %s | %s | %.0f |" % (
+        print("| %s | %s | %s | %s | %s | %s | %.3f | %.2f | %s | %s | %s | %s | %s | %.0f |" % (
             r["name"], f"{r['k']:,}" if r["k"] else "-", fm,
             f"{r['fgram_params']:,}" if r["fgram_params"] else "-",
             f"{r['accelerator_params']:,}", f"{r['inference_flops_per_token']:,}",
             r["final_train_loss"], r["ppl_model"],
             "-" if c is None else "%.2f" % c,
             "-" if c is None else "%.3f" % (c / base["ppl_model"]),
+            "-" if c is None or tied is None else "%.3f" % (c / tied["ppl_model"]),
             "-" if r["fgram_coverage"] is None else "%.0f %%" % (100 * r["fgram_coverage"]),
             "-" if r["table_bytes"] is None else "%.1f" % (r["table_bytes"] / 1e6),
             r["train_tokens_per_s"]))

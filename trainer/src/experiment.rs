@@ -2,7 +2,9 @@
 //! selection, training the baseline and SCONE models, export into engine
 //! tables, and the three perplexities of docs/TRAINING.md:
 //! (a) the baseline, (b) SCONE computing f-gram embeddings on the fly,
-//! (c) SCONE reading them from the engine table.
+//! (c) SCONE reading them from the engine table. (a) is also measured for
+//! `baseline-tied`, whose token embedding doubles as its output head so that
+//! it has exactly the SCONE LM's accelerator-resident parameters.
 //!
 //! Presets: `quick` (the README's demo, a few minutes on 2 cores) and `full`
 //! (the scaling curves: three table sizes K by two f-gram model sizes).
@@ -30,7 +32,7 @@ use crate::train::{TrainConfig, TrainError, Trainer};
 /// held out: 5 % of the text, spread over every book.
 pub const HELD_OUT_EVERY: usize = 20;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExperimentConfig {
     pub name: String,
     pub bpe_vocab: usize,
@@ -41,6 +43,10 @@ pub struct ExperimentConfig {
     pub context: usize,
     pub lm: StackConfig,
     pub fgram_models: Vec<StackConfig>,
+    /// Also train `baseline-tied`: the baseline with its token embedding tied
+    /// to the output head, at the SCONE LM's accelerator-resident parameters.
+    #[serde(default)]
+    pub tied_baseline: bool,
     pub steps: u64,
     pub batch_size: usize,
     pub lr: f64,
@@ -66,6 +72,7 @@ impl ExperimentConfig {
             context: 32,
             lm: StackConfig { d_model: 64, n_layers: 2, n_heads: 2, d_ff: 256 },
             fgram_models: vec![StackConfig { d_model: 64, n_layers: 1, n_heads: 2, d_ff: 256 }],
+            tied_baseline: true,
             steps: 200,
             batch_size: 16,
             lr: 3e-3,
@@ -91,6 +98,7 @@ impl ExperimentConfig {
                 StackConfig { d_model: 128, n_layers: 1, n_heads: 4, d_ff: 512 },
                 StackConfig { d_model: 192, n_layers: 2, n_heads: 4, d_ff: 768 },
             ],
+            tied_baseline: true,
             steps: 600,
             batch_size: 16,
             lr: 2e-3,
@@ -214,11 +222,117 @@ pub struct Outcome {
     pub results: Vec<RunResult>,
 }
 
+/// One run of an experiment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// (a): the LM with its own token embedding; `tied` shares it with the output head.
+    Baseline { tied: bool },
+    /// SCONE with the top `k` f-grams and f-gram model `fgram_model`.
+    Scone { k: usize, fgram_model: usize },
+}
+
+impl Plan {
+    fn name(&self) -> String {
+        match *self {
+            Plan::Baseline { tied: false } => "baseline".into(),
+            Plan::Baseline { tied: true } => "baseline-tied".into(),
+            Plan::Scone { k, fgram_model } => format!("scone-k{k}-f{fgram_model}"),
+        }
+    }
+}
+
+/// The runs of `cfg` in the order they are trained and reported.
+fn plans(cfg: &ExperimentConfig) -> Vec<Plan> {
+    let mut v = vec![Plan::Baseline { tied: false }];
+    if cfg.tied_baseline {
+        v.push(Plan::Baseline { tied: true });
+    }
+    for &k in &cfg.top_k {
+        v.extend((0..cfg.fgram_models.len()).map(|fgram_model| Plan::Scone { k, fgram_model }));
+    }
+    v
+}
+
+/// The names of the runs of `cfg` (`baseline`, `baseline-tied`, `scone-k<K>-f<i>`), in order.
+pub fn run_names(cfg: &ExperimentConfig) -> Vec<String> {
+    plans(cfg).iter().map(Plan::name).collect()
+}
+
+/// The model configuration of `plan` at vocabulary `vocab`.
+fn model_config(cfg: &ExperimentConfig, vocab: usize, plan: Plan) -> ModelConfig {
+    let lm = |token_embedding, tie_embeddings| LmConfig {
+        vocab,
+        context: cfg.context,
+        stack: cfg.lm,
+        token_embedding,
+        tie_embeddings,
+    };
+    match plan {
+        Plan::Baseline { tied } => ModelConfig { lm: lm(true, tied), fgram: None },
+        Plan::Scone { fgram_model, .. } => ModelConfig {
+            lm: lm(false, false),
+            fgram: Some(FgramConfig {
+                vocab,
+                n_max: cfg.n_max,
+                stack: cfg.fgram_models[fgram_model],
+                out_dim: cfg.lm.d_model,
+            }),
+        },
+    }
+}
+
 /// Runs `cfg` with outputs under `out` (checkpoints are resumed if present).
 pub fn run(cfg: &ExperimentConfig, out: &Path, report: &dyn Report) -> Result<Outcome, TrainError> {
+    run_selected(cfg, out, None, report)
+}
+
+/// [`run`], training and evaluating only the runs named in `only` (all when
+/// `None`). The other runs' rows are taken from `out/results.json` when it
+/// holds the same configuration (their parameter and FLOP counts recomputed
+/// from it; measured figures kept as they were), and the merged rows are
+/// written back (a run neither selected nor found there is left out); a
+/// results.json of another configuration is an error.
+pub fn run_selected(
+    cfg: &ExperimentConfig,
+    out: &Path,
+    only: Option<&[String]>,
+    report: &dyn Report,
+) -> Result<Outcome, TrainError> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |source| TrainError::Io { path: p, source }
+    };
+    let plans = plans(cfg);
+    let names = run_names(cfg);
+    if let Some(only) = only {
+        if only.is_empty() {
+            return Err(TrainError::Data("no run selected".into()));
+        }
+        if let Some(n) = only.iter().find(|n| !names.contains(n)) {
+            return Err(TrainError::Data(format!(
+                "no run `{n}` in this configuration; its runs: {}",
+                names.join(", ")
+            )));
+        }
+    }
+    let selected = |p: &Plan| only.is_none_or(|o| o.contains(&p.name()));
+    let results_path = out.join("results.json");
+    let previous: Vec<RunResult> = match only {
+        Some(_) if results_path.exists() => {
+            let bytes = std::fs::read(&results_path).map_err(io(&results_path))?;
+            let (mut old_cfg, old): (ExperimentConfig, Vec<RunResult>) = serde_json::from_slice(&bytes)
+                .map_err(|e| TrainError::Data(format!("{}: {e}", results_path.display())))?;
+            // The tied baseline only adds a run; a file written before it existed merges.
+            old_cfg.tied_baseline = cfg.tied_baseline;
+            if old_cfg != *cfg {
+                return Err(TrainError::Data(format!(
+                    "{} holds another configuration; rerun every run or use another --out",
+                    results_path.display()
+                )));
+            }
+            old
+        }
+        _ => Vec::new(),
     };
     std::fs::create_dir_all(out).map_err(io(out))?;
     let dev = Device::Cpu;
@@ -257,94 +371,123 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, report: &dyn Report) -> Result<Ou
         n => &prepared.held_out[..n.min(prepared.held_out.len())],
     };
     let vocab = prepared.tokenizer.vocab_size() as usize;
-    let lm = |token_embedding| LmConfig { vocab, context: cfg.context, stack: cfg.lm, token_embedding };
     let mut results = Vec::new();
+    // The f-gram set of the last K trained (runs of one K are consecutive).
+    let mut set_of_k: Option<(usize, Arc<FgramSet>)> = None;
 
-    // (a) the baseline.
-    let base_cfg = ModelConfig { lm: lm(true), fgram: None };
-    let (trainer, secs, tokens_per_s) = train_one(cfg, "baseline", base_cfg, None, &prepared.train, out, &dev, report)?;
-    let ppl = perplexity(&trainer.model, eval_stream, cfg.context, 16, |w| trainer.model.embed(w))?;
-    results.push(RunResult {
-        name: "baseline".into(),
-        k: 0,
-        fgram_model: None,
-        fgram_params: 0,
-        accelerator_params: base_cfg.lm.accelerator_params(),
-        inference_flops_per_token: base_cfg.lm.flops_per_token(),
-        train_seconds: secs,
-        train_tokens_per_s: tokens_per_s,
-        final_train_loss: final_loss(&trainer),
-        ppl_model: ppl,
-        ppl_table: None,
-        table: None,
-        table_bytes: None,
-        fgram_coverage: None,
-    });
-    report.line(&format!("   baseline     held-out perplexity (a) {ppl:.2}"));
+    for &plan in &plans {
+        let name = plan.name();
+        let mcfg = model_config(cfg, vocab, plan);
+        if !selected(&plan) {
+            if let Some(mut r) = previous.iter().find(|r| r.name == name).cloned() {
+                r.fgram_params = mcfg.fgram.map_or(0, |f| f.params());
+                r.accelerator_params = mcfg.lm.accelerator_params();
+                r.inference_flops_per_token = mcfg.lm.flops_per_token();
+                results.push(r);
+            }
+            continue;
+        }
+        match plan {
+            // (a) the baselines.
+            Plan::Baseline { tied } => {
+                let (trainer, secs, tokens_per_s) =
+                    train_one(cfg, &name, mcfg, None, &prepared.train, out, &dev, report)?;
+                let ppl = perplexity(&trainer.model, eval_stream, cfg.context, 16, |w| trainer.model.embed(w))?;
+                results.push(RunResult {
+                    name: name.clone(),
+                    k: 0,
+                    fgram_model: None,
+                    fgram_params: 0,
+                    accelerator_params: mcfg.lm.accelerator_params(),
+                    inference_flops_per_token: mcfg.lm.flops_per_token(),
+                    train_seconds: secs,
+                    train_tokens_per_s: tokens_per_s,
+                    final_train_loss: final_loss(&trainer),
+                    ppl_model: ppl,
+                    ppl_table: None,
+                    table: None,
+                    table_bytes: None,
+                    fgram_coverage: None,
+                });
+                let tied_note = if tied {
+                    format!(
+                        " (token embedding tied to the output head: {} accelerator params, as SCONE's LM)",
+                        mcfg.lm.accelerator_params()
+                    )
+                } else {
+                    String::new()
+                };
+                report.line(&format!("   {name:<12} held-out perplexity (a) {ppl:.2}{tied_note}"));
+            }
+            // SCONE runs: every K by every f-gram model size.
+            Plan::Scone { k, fgram_model: fi } => {
+                let fgrams = &all_fgrams[..k.min(all_fgrams.len())];
+                let set = match &set_of_k {
+                    Some((sk, set)) if *sk == k => set.clone(),
+                    _ => {
+                        let set = Arc::new(FgramSet::new(fgrams, cfg.n_max));
+                        set_of_k = Some((k, set.clone()));
+                        set
+                    }
+                };
+                let fcfg = mcfg.fgram.expect("a SCONE run has an f-gram model");
+                let (trainer, secs, tokens_per_s) =
+                    train_one(cfg, &name, mcfg, Some(set.clone()), &prepared.train, out, &dev, report)?;
+                let model = &trainer.model;
+                let ppl_fly = perplexity(model, eval_stream, cfg.context, 16, |w| model.embed(w))?;
 
-    // SCONE runs: every K by every f-gram model size.
-    for &k in &cfg.top_k {
-        let fgrams = &all_fgrams[..k.min(all_fgrams.len())];
-        let set = Arc::new(FgramSet::new(fgrams, cfg.n_max));
-        for (fi, fstack) in cfg.fgram_models.iter().enumerate() {
-            let name = format!("scone-k{k}-f{fi}");
-            let fcfg = FgramConfig { vocab, n_max: cfg.n_max, stack: *fstack, out_dim: cfg.lm.d_model };
-            let mcfg = ModelConfig { lm: lm(false), fgram: Some(fcfg) };
-            let (trainer, secs, tokens_per_s) =
-                train_one(cfg, &name, mcfg, Some(set.clone()), &prepared.train, out, &dev, report)?;
-            let model = &trainer.model;
-            let ppl_fly = perplexity(model, eval_stream, cfg.context, 16, |w| model.embed(w))?;
-
-            let t0 = Instant::now();
-            let table_path = out.join(format!("{name}.scone"));
-            let pb = report.bar((fgrams.len() + vocab) as u64, "export");
-            let export = ExportConfig {
-                dtype: cfg.table_dtype,
-                batch: 1024,
-                memory_budget: cfg.memory_budget,
-                tokenizer: Some((BpeTokenizer::KIND.to_string(), prepared.tokenizer.to_bytes())),
-                source: format!("scone trainer: {} experiment, run {name}, King James Bible", cfg.name),
-            };
-            let summary = export_table(model, fgrams, &table_path, export, |d, _| pb.set_position(d))?;
-            pb.finish_and_clear();
-            let table = Table::open(&table_path).map_err(engine::Error::from)?;
-            table.check_tokenizer(BpeTokenizer::KIND, prepared.tokenizer.fingerprint()).map_err(engine::Error::from)?;
-            let ppl_table = perplexity(model, eval_stream, cfg.context, 16, |w| {
-                table_inputs(&table, model, w).map_err(|e| candle_core::Error::Msg(e.to_string()))
-            })?;
-            let coverage = coverage(&set, eval_stream, cfg.context);
-            report.line(&format!(
-                "   {name:<12} exported {} f-gram rows + {vocab} token rows ({}, {:.1} MB) -> {}  [{:.1} s]",
-                summary.rows,
-                cfg.table_dtype,
-                summary.file_bytes as f64 / 1e6,
-                table_path.display(),
-                t0.elapsed().as_secs_f64()
-            ));
-            report.line(&format!(
-                "   {name:<12} held-out perplexity (b) on the fly {ppl_fly:.2}, (c) from the table {ppl_table:.2}; {:.0}% of positions use an f-gram",
-                100.0 * coverage
-            ));
-            results.push(RunResult {
-                name,
-                k: fgrams.len(),
-                fgram_model: Some(*fstack),
-                fgram_params: fcfg.params(),
-                accelerator_params: mcfg.lm.accelerator_params(),
-                inference_flops_per_token: mcfg.lm.flops_per_token(),
-                train_seconds: secs,
-                train_tokens_per_s: tokens_per_s,
-                final_train_loss: final_loss(&trainer),
-                ppl_model: ppl_fly,
-                ppl_table: Some(ppl_table),
-                table: Some(table_path),
-                table_bytes: Some(summary.file_bytes),
-                fgram_coverage: Some(coverage),
-            });
+                let t0 = Instant::now();
+                let table_path = out.join(format!("{name}.scone"));
+                let pb = report.bar((fgrams.len() + vocab) as u64, "export");
+                let export = ExportConfig {
+                    dtype: cfg.table_dtype,
+                    batch: 1024,
+                    memory_budget: cfg.memory_budget,
+                    tokenizer: Some((BpeTokenizer::KIND.to_string(), prepared.tokenizer.to_bytes())),
+                    source: format!("scone trainer: {} experiment, run {name}, King James Bible", cfg.name),
+                };
+                let summary = export_table(model, fgrams, &table_path, export, |d, _| pb.set_position(d))?;
+                pb.finish_and_clear();
+                let table = Table::open(&table_path).map_err(engine::Error::from)?;
+                table
+                    .check_tokenizer(BpeTokenizer::KIND, prepared.tokenizer.fingerprint())
+                    .map_err(engine::Error::from)?;
+                let ppl_table = perplexity(model, eval_stream, cfg.context, 16, |w| {
+                    table_inputs(&table, model, w).map_err(|e| candle_core::Error::Msg(e.to_string()))
+                })?;
+                let coverage = coverage(&set, eval_stream, cfg.context);
+                report.line(&format!(
+                    "   {name:<12} exported {} f-gram rows + {vocab} token rows ({}, {:.1} MB) -> {}  [{:.1} s]",
+                    summary.rows,
+                    cfg.table_dtype,
+                    summary.file_bytes as f64 / 1e6,
+                    table_path.display(),
+                    t0.elapsed().as_secs_f64()
+                ));
+                report.line(&format!(
+                    "   {name:<12} held-out perplexity (b) on the fly {ppl_fly:.2}, (c) from the table {ppl_table:.2}; {:.0}% of positions use an f-gram",
+                    100.0 * coverage
+                ));
+                results.push(RunResult {
+                    name,
+                    k: fgrams.len(),
+                    fgram_model: Some(cfg.fgram_models[fi]),
+                    fgram_params: fcfg.params(),
+                    accelerator_params: mcfg.lm.accelerator_params(),
+                    inference_flops_per_token: mcfg.lm.flops_per_token(),
+                    train_seconds: secs,
+                    train_tokens_per_s: tokens_per_s,
+                    final_train_loss: final_loss(&trainer),
+                    ppl_model: ppl_fly,
+                    ppl_table: Some(ppl_table),
+                    table: Some(table_path),
+                    table_bytes: Some(summary.file_bytes),
+                    fgram_coverage: Some(coverage),
+                });
+            }
         }
     }
     let json = serde_json::to_vec_pretty(&(cfg, &results)).expect("results serialize");
-    let results_path = out.join("results.json");
     std::fs::write(&results_path, json).map_err(io(&results_path))?;
     Ok(Outcome { prepared, fgrams: all_fgrams, results })
 }

@@ -33,7 +33,7 @@ fn setup() -> Setup {
     let vocab = tok.vocab_size() as usize;
     let stack = StackConfig { d_model: 24, n_layers: 1, n_heads: 2, d_ff: 48 };
     let cfg = ModelConfig {
-        lm: LmConfig { vocab, context: 16, stack, token_embedding: false },
+        lm: LmConfig { vocab, context: 16, stack, token_embedding: false, tie_embeddings: false },
         fgram: Some(FgramConfig { vocab, n_max: 3, stack, out_dim: 24 }),
     };
     let set = Arc::new(FgramSet::new(&fgrams, 3));

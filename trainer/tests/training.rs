@@ -1,5 +1,7 @@
 //! Training behaviour on a small slice of the bundled corpus: loss goes down
-//! for both models, and an interrupted run resumes to the same weights.
+//! for every model (baseline, tied baseline, SCONE), an interrupted run
+//! resumes to the same weights, and the tied baseline has the SCONE LM's
+//! accelerator-resident parameters with one shared embedding matrix.
 
 use std::sync::Arc;
 
@@ -33,9 +35,27 @@ fn stack(d: usize, layers: usize) -> StackConfig {
 }
 
 fn config(vocab: usize, scone: bool) -> ModelConfig {
-    let lm = LmConfig { vocab, context: 16, stack: stack(32, 1), token_embedding: !scone };
+    let lm = LmConfig { vocab, context: 16, stack: stack(32, 1), token_embedding: !scone, tie_embeddings: false };
     let fgram = scone.then_some(FgramConfig { vocab, n_max: 3, stack: stack(32, 1), out_dim: 32 });
     ModelConfig { lm, fgram }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Baseline,
+    Tied,
+    Scone,
+}
+
+fn config_of(vocab: usize, kind: Kind) -> ModelConfig {
+    let mut c = config(vocab, kind == Kind::Scone);
+    c.lm.tie_embeddings = kind == Kind::Tied;
+    c
+}
+
+fn model_of(d: &Data, kind: Kind, seed: u64) -> Model {
+    let fgrams = (kind == Kind::Scone).then(|| d.fgrams.clone());
+    Model::new(config_of(d.vocab, kind), fgrams, seed, &Device::Cpu).unwrap()
 }
 
 fn train_config(steps: u64) -> TrainConfig {
@@ -57,21 +77,75 @@ fn mean(xs: &[f32]) -> f32 {
 #[test]
 fn a_few_steps_lower_the_loss() {
     let d = data(400);
-    for scone in [false, true] {
-        let fgrams = scone.then(|| d.fgrams.clone());
-        let model = Model::new(config(d.vocab, scone), fgrams, 1, &Device::Cpu).unwrap();
-        let mut t = Trainer::new(model, train_config(40)).unwrap();
+    for kind in [Kind::Baseline, Kind::Tied, Kind::Scone] {
+        let mut t = Trainer::new(model_of(&d, kind, 1), train_config(40)).unwrap();
         t.run(&d.stream, 40, None, None).unwrap();
         let losses: Vec<f32> = t.history.iter().map(|p| p.loss).collect();
         let (first, last) = (mean(&losses[..5]), mean(&losses[35..]));
-        assert!(last < first - 0.5, "scone={scone}: loss {first} -> {last}");
+        assert!(last < first - 0.5, "{kind:?}: loss {first} -> {last}");
     }
+}
+
+#[test]
+fn tied_baseline_has_the_scone_lms_accelerator_params() {
+    let d = data(200);
+    let (untied, tied, scone) =
+        (model_of(&d, Kind::Baseline, 1), model_of(&d, Kind::Tied, 1), model_of(&d, Kind::Scone, 1));
+    // The formula agrees with the parameters the models actually own.
+    for m in [&untied, &tied, &scone] {
+        assert_eq!(m.cfg.lm.accelerator_params(), m.params.count("lm."), "{:?}", m.cfg.lm);
+    }
+    let f = scone.cfg.fgram.unwrap();
+    assert_eq!(f.params(), scone.params.count("fgram."));
+    let emb = d.vocab * 32;
+    assert_eq!(tied.params.count("lm."), untied.params.count("lm.") - emb);
+    assert_eq!(tied.params.count("lm."), scone.params.count("lm."));
+    assert!(tied.params.get("lm.head.weight").is_none() && tied.params.get("lm.head.bias").is_some());
+    assert_eq!(tied.cfg.lm.flops_per_token(), untied.cfg.lm.flops_per_token());
+    assert_eq!(tied.cfg.lm.flops_per_token(), scone.cfg.lm.flops_per_token());
+    // Tying needs a token embedding.
+    let mut bad = config_of(d.vocab, Kind::Scone);
+    bad.lm.tie_embeddings = true;
+    assert!(Model::new(bad, Some(d.fgrams.clone()), 1, &Device::Cpu).is_err());
+}
+
+#[test]
+fn the_tied_matrix_gets_the_gradients_of_both_its_uses() {
+    // An untied baseline whose head weight is set to the embedding's
+    // transpose computes the same function; the tied gradient must be the
+    // sum of its embedding and (transposed) head gradients.
+    let d = data(200);
+    let tied = model_of(&d, Kind::Tied, 5);
+    let untied = model_of(&d, Kind::Baseline, 5);
+    let mut w = tied.params.tensors();
+    w.insert("lm.head.weight".into(), w["lm.tok_emb"].t().unwrap().contiguous().unwrap());
+    untied.params.load(&w).unwrap();
+
+    let windows: Vec<&[u32]> = d.stream.chunks(17).take(4).collect();
+    let (lt, lu) = (tied.loss(&windows).unwrap(), untied.loss(&windows).unwrap());
+    let (vt, vu) = (lt.to_scalar::<f32>().unwrap(), lu.to_scalar::<f32>().unwrap());
+    assert!((vt - vu).abs() < 1e-5, "{vt} vs {vu}");
+    let (gt, gu) = (lt.backward().unwrap(), lu.backward().unwrap());
+    let grad =
+        |m: &Model, g: &candle_core::backprop::GradStore, n: &str| g.get(m.params.get(n).unwrap()).unwrap().clone();
+    let g_tied = grad(&tied, &gt, "lm.tok_emb");
+    let g_sum = (grad(&untied, &gu, "lm.tok_emb") + grad(&untied, &gu, "lm.head.weight").t().unwrap()).unwrap();
+    let diff = (g_tied - &g_sum).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let scale = g_sum.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(scale > 0.0 && diff <= 1e-4 * scale, "max |tied - (emb + head^T)| = {diff}, max |grad| = {scale}");
 }
 
 #[test]
 fn same_seed_same_weights_and_resume_matches_uninterrupted_run() {
     let d = data(200);
+    for kind in [Kind::Scone, Kind::Tied] {
+        resume_matches_uninterrupted(&d, kind);
+    }
+}
+
+fn resume_matches_uninterrupted(d: &Data, kind: Kind) {
     let dir = tempfile::tempdir().unwrap();
+    let fgrams = (kind == Kind::Scone).then(|| d.fgrams.clone());
     let weights = |t: &Trainer| -> Vec<(String, Vec<f32>)> {
         let mut v: Vec<_> = t
             .model
@@ -83,22 +157,20 @@ fn same_seed_same_weights_and_resume_matches_uninterrupted_run() {
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     };
-    let fresh = || {
-        let model = Model::new(config(d.vocab, true), Some(d.fgrams.clone()), 3, &Device::Cpu).unwrap();
-        Trainer::new(model, train_config(12)).unwrap()
-    };
+    let fresh = || Trainer::new(model_of(d, kind, 3), train_config(12)).unwrap();
     let mut whole = fresh();
     whole.run(&d.stream, 12, None, None).unwrap();
 
     let mut first = fresh();
     first.run(&d.stream, 5, Some(dir.path()), None).unwrap();
     drop(first); // the "interruption"
-    let mut resumed = Trainer::resume(dir.path(), Some(d.fgrams.clone()), &Device::Cpu).unwrap();
+    let mut resumed = Trainer::resume(dir.path(), fgrams, &Device::Cpu).unwrap();
     assert_eq!(resumed.step(), 5);
+    assert_eq!(resumed.model.cfg, config_of(d.vocab, kind));
     resumed.run(&d.stream, 12, Some(dir.path()), None).unwrap();
 
-    assert_eq!(whole.history, resumed.history);
-    assert_eq!(weights(&whole), weights(&resumed));
+    assert_eq!(whole.history, resumed.history, "{kind:?}");
+    assert_eq!(weights(&whole), weights(&resumed), "{kind:?}");
     // And the weights did move: a fresh model differs.
     assert_ne!(weights(&fresh()), weights(&whole));
 }

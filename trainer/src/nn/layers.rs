@@ -60,10 +60,11 @@ pub struct StackConfig {
 }
 
 impl StackConfig {
-    /// Parameters in the blocks (attention, MLP, norms).
+    /// Parameters of the stack: its blocks (attention, MLP, norms) and the
+    /// final norm.
     pub fn block_params(&self) -> usize {
         let d = self.d_model;
-        self.n_layers * (4 * d * d + 4 * d + 2 * d * self.d_ff + self.d_ff + d + 4 * d)
+        self.n_layers * (4 * d * d + 4 * d + 2 * d * self.d_ff + self.d_ff + d + 4 * d) + 2 * d
     }
 
     /// Multiply-adds x2 per token through the blocks at sequence length `t`

@@ -17,15 +17,23 @@ pub struct LmConfig {
     /// Baseline: the LM owns a token embedding table. SCONE: it does not; its
     /// inputs come from the f-gram model (training) or the engine (inference).
     pub token_embedding: bool,
+    /// Baseline only: the output head's weight is the token embedding
+    /// (transposed), one matrix serving both ends, so the LM has exactly the
+    /// SCONE LM's accelerator-resident parameters. Absent in checkpoints and
+    /// results written before it existed: untied.
+    #[serde(default)]
+    pub tie_embeddings: bool,
 }
 
 impl LmConfig {
     /// Parameters that live on the accelerator at inference: everything the
-    /// LM owns (for SCONE the input embeddings are off-accelerator rows).
+    /// LM owns (for SCONE the input embeddings are off-accelerator rows). A
+    /// tied token embedding and output head are one matrix, counted once.
     pub fn accelerator_params(&self) -> usize {
         let d = self.stack.d_model;
         let emb = if self.token_embedding { self.vocab * d } else { 0 };
-        emb + self.context * d + self.stack.block_params() + (d * self.vocab + self.vocab)
+        let head_weight = if self.tie_embeddings { 0 } else { d * self.vocab };
+        emb + self.context * d + self.stack.block_params() + head_weight + self.vocab
     }
 
     /// Inference FLOPs per token at full context: blocks plus the output
@@ -40,20 +48,35 @@ pub struct Lm {
     tok_emb: Option<Tensor>,
     pos_emb: Tensor,
     stack: Stack,
-    head: Linear,
+    head: Head,
+}
+
+/// The output projection: its own weight, or the token embedding's transpose.
+enum Head {
+    Own(Linear),
+    /// Logits are `x · tok_embᵀ + bias`; the embedding is the same tensor (the
+    /// same parameter) that [`Lm::embed`] reads, so backprop sums both uses'
+    /// gradients into it.
+    Tied {
+        bias: Tensor,
+    },
 }
 
 impl Lm {
     pub fn new(p: &mut Params, cfg: LmConfig) -> Result<Lm> {
         let d = cfg.stack.d_model;
+        if cfg.tie_embeddings && !cfg.token_embedding {
+            candle_core::bail!("tied embeddings need the LM's own token embedding (a baseline, not SCONE)");
+        }
         let tok_emb = if cfg.token_embedding { Some(p.normal("lm.tok_emb", &[cfg.vocab, d], 0.02)?) } else { None };
-        Ok(Lm {
-            cfg,
-            tok_emb,
-            pos_emb: p.normal("lm.pos_emb", &[cfg.context, d], 0.01)?,
-            stack: Stack::new(p, "lm", cfg.stack)?,
-            head: Linear::new(p, "lm.head", d, cfg.vocab, 0.02)?,
-        })
+        let pos_emb = p.normal("lm.pos_emb", &[cfg.context, d], 0.01)?;
+        let stack = Stack::new(p, "lm", cfg.stack)?;
+        let head = if cfg.tie_embeddings {
+            Head::Tied { bias: p.constant("lm.head.bias", &[cfg.vocab], 0.0)? }
+        } else {
+            Head::Own(Linear::new(p, "lm.head", d, cfg.vocab, 0.02)?)
+        };
+        Ok(Lm { cfg, tok_emb, pos_emb, stack, head })
     }
 
     /// Token embeddings of `ids` [B, T] (baseline only).
@@ -70,7 +93,16 @@ impl Lm {
             candle_core::bail!("sequence of {t} tokens is longer than the context {}", self.cfg.context);
         }
         let x = x.broadcast_add(&self.pos_emb.narrow(0, 0, t)?)?;
-        self.head.forward(&self.stack.forward(&x)?)
+        let h = self.stack.forward(&x)?;
+        match (&self.head, &self.tok_emb) {
+            (Head::Own(head), _) => head.forward(&h),
+            (Head::Tied { bias }, Some(emb)) => {
+                let (b, t, d) = h.dims3()?;
+                let logits = h.reshape((b * t, d))?.matmul(&emb.t()?)?.broadcast_add(bias)?;
+                logits.reshape((b, t, self.cfg.vocab))
+            }
+            (Head::Tied { .. }, None) => unreachable!("Lm::new refuses tied embeddings without a token embedding"),
+        }
     }
 }
 
