@@ -389,10 +389,11 @@ pub fn drop_caches() -> bool {
     std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
 }
 
-/// Direct io_uring reader at `qd` with a hot prefix of `hot_bytes`.
-pub fn reader<'t>(t: &'t Table, qd: u32, hot_bytes: u64) -> Result<RowReader<'t>> {
+/// Direct io_uring reader at `qd` with a hot prefix of `hot_bytes`, and
+/// SQPOLL (idle ms) if `sqpoll` is given.
+pub fn reader<'t>(t: &'t Table, qd: u32, hot_bytes: u64, sqpoll: Option<u32>) -> Result<RowReader<'t>> {
     let mode = ReadMode::Direct { backend: BackendKind::Uring, queue_depth: qd };
-    let r = RowReader::open_with(t, mode, ReaderOptions { hot_bytes, ..ReaderOptions::default() })?;
+    let r = RowReader::open_with(t, mode, ReaderOptions { hot_bytes, sqpoll, ..ReaderOptions::default() })?;
     if !r.is_o_direct() {
         bail!("{}: O_DIRECT refused; the figures would measure the page cache", t.path().display());
     }

@@ -52,6 +52,15 @@ struct NvmeArgs {
     /// Hot prefix for the Zipf workload, as a fraction of the rows.
     #[arg(long, default_value_t = 0.1)]
     hot_fraction: f64,
+    /// io_uring SQPOLL for every scone reader: a kernel thread polls the
+    /// submission queue, sleeping after this many idle milliseconds
+    /// (`ReaderOptions::sqpoll`; the run says if the kernel refused it).
+    #[arg(long)]
+    sqpoll_ms: Option<u32>,
+    /// Only the interleaved ceiling/uniform comparison (skips the Zipf,
+    /// tickets and hot-prefix workloads).
+    #[arg(long)]
+    only_uniform: bool,
     /// uring-ceiling binary, used when fio is missing.
     #[arg(long, default_value = "/tmp/uring-ceiling/release/uring-ceiling")]
     uring_ceiling: PathBuf,
@@ -120,6 +129,7 @@ fn nvme(a: NvmeArgs) -> Result<()> {
     let secs = a.seconds as f64;
     let mut interleaved = Vec::new();
     let mut figs = Vec::new();
+    log(t0, &format!("reader: {}", n::reader(&table, 32, 0, a.sqpoll_ms)?.describe()));
     for &qd in &a.queue_depths {
         let il = n::interleave(
             qd,
@@ -132,7 +142,14 @@ fn nvme(a: NvmeArgs) -> Result<()> {
             |i| {
                 drop_caches();
                 log(t0, &format!("QD {qd}: uniform (aligned output) {}/{}", i + 1, a.reps));
-                let f = n::measure("uniform", qd, &n::reader(&table, qd, 0)?, &uniform, secs, n::OutBuf::Aligned)?;
+                let f = n::measure(
+                    "uniform",
+                    qd,
+                    &n::reader(&table, qd, 0, a.sqpoll_ms)?,
+                    &uniform,
+                    secs,
+                    n::OutBuf::Aligned,
+                )?;
                 if f.bounce_bytes != 0 {
                     log(t0, &format!("warning: {} bytes went through the bounce buffer", f.bounce_bytes));
                 }
@@ -141,17 +158,34 @@ fn nvme(a: NvmeArgs) -> Result<()> {
         )?;
         log(t0, &format!("QD {qd}: {}; median ratio {:.3}", il.sequence(), il.ratio()));
         interleaved.push(il);
+        if a.only_uniform {
+            continue;
+        }
         drop_caches();
         log(t0, &format!("QD {qd}: uniform, 4 tickets in flight"));
-        figs.push(n::measure_tickets("uniform, 4 tickets", qd, &n::reader(&table, qd, 0)?, &uniform, secs, 4)?);
+        figs.push(n::measure_tickets(
+            "uniform, 4 tickets",
+            qd,
+            &n::reader(&table, qd, 0, a.sqpoll_ms)?,
+            &uniform,
+            secs,
+            4,
+        )?);
         log(t0, &format!("QD {qd}: zipf, no cache"));
-        figs.push(n::measure("zipf, no cache", qd, &n::reader(&table, qd, 0)?, &zipf, secs, n::OutBuf::Vec)?);
+        figs.push(n::measure(
+            "zipf, no cache",
+            qd,
+            &n::reader(&table, qd, 0, a.sqpoll_ms)?,
+            &zipf,
+            secs,
+            n::OutBuf::Vec,
+        )?);
         drop_caches();
-        let r = n::reader(&table, qd, hot_bytes)?;
+        let r = n::reader(&table, qd, hot_bytes, a.sqpoll_ms)?;
         log(t0, &format!("QD {qd}: zipf, hot prefix of {} rows ({} MiB)", r.hot_rows(), r.hot_bytes() >> 20));
         figs.push(n::measure("zipf, 10 % hot prefix", qd, &r, &zipf, secs, n::OutBuf::Vec)?);
         drop(r);
-        let r = n::reader(&table, qd, hot_bytes)?;
+        let r = n::reader(&table, qd, hot_bytes, a.sqpoll_ms)?;
         figs.push(n::measure("uniform, 10 % hot prefix", qd, &r, &uniform, secs, n::OutBuf::Vec)?);
     }
     let ceilings: Vec<f64> = interleaved.iter().map(|il| n::median(&il.ceilings)).collect();
