@@ -131,6 +131,7 @@ fn nvme(a: NvmeArgs) -> Result<()> {
     let mut figs = Vec::new();
     log(t0, &format!("reader: {}", n::reader(&table, 32, 0, a.sqpoll_ms)?.describe()));
     for &qd in &a.queue_depths {
+        let reader = |hot: u64| n::reader(&table, qd, hot, a.sqpoll_ms);
         let il = n::interleave(
             qd,
             a.reps,
@@ -142,14 +143,7 @@ fn nvme(a: NvmeArgs) -> Result<()> {
             |i| {
                 drop_caches();
                 log(t0, &format!("QD {qd}: uniform (aligned output) {}/{}", i + 1, a.reps));
-                let f = n::measure(
-                    "uniform",
-                    qd,
-                    &n::reader(&table, qd, 0, a.sqpoll_ms)?,
-                    &uniform,
-                    secs,
-                    n::OutBuf::Aligned,
-                )?;
+                let f = n::measure("uniform", qd, &reader(0)?, &uniform, secs, n::OutBuf::Aligned)?;
                 if f.bounce_bytes != 0 {
                     log(t0, &format!("warning: {} bytes went through the bounce buffer", f.bounce_bytes));
                 }
@@ -163,29 +157,15 @@ fn nvme(a: NvmeArgs) -> Result<()> {
         }
         drop_caches();
         log(t0, &format!("QD {qd}: uniform, 4 tickets in flight"));
-        figs.push(n::measure_tickets(
-            "uniform, 4 tickets",
-            qd,
-            &n::reader(&table, qd, 0, a.sqpoll_ms)?,
-            &uniform,
-            secs,
-            4,
-        )?);
+        figs.push(n::measure_tickets("uniform, 4 tickets", qd, &reader(0)?, &uniform, secs, 4)?);
         log(t0, &format!("QD {qd}: zipf, no cache"));
-        figs.push(n::measure(
-            "zipf, no cache",
-            qd,
-            &n::reader(&table, qd, 0, a.sqpoll_ms)?,
-            &zipf,
-            secs,
-            n::OutBuf::Vec,
-        )?);
+        figs.push(n::measure("zipf, no cache", qd, &reader(0)?, &zipf, secs, n::OutBuf::Vec)?);
         drop_caches();
-        let r = n::reader(&table, qd, hot_bytes, a.sqpoll_ms)?;
+        let r = reader(hot_bytes)?;
         log(t0, &format!("QD {qd}: zipf, hot prefix of {} rows ({} MiB)", r.hot_rows(), r.hot_bytes() >> 20));
         figs.push(n::measure("zipf, 10 % hot prefix", qd, &r, &zipf, secs, n::OutBuf::Vec)?);
         drop(r);
-        let r = n::reader(&table, qd, hot_bytes, a.sqpoll_ms)?;
+        let r = reader(hot_bytes)?;
         figs.push(n::measure("uniform, 10 % hot prefix", qd, &r, &uniform, secs, n::OutBuf::Vec)?);
     }
     let ceilings: Vec<f64> = interleaved.iter().map(|il| n::median(&il.ceilings)).collect();
