@@ -8,10 +8,12 @@ use std::ops::{Deref, DerefMut};
 use memmap2::{MmapMut, MmapOptions};
 
 /// A zeroed buffer whose address is 4096-aligned (an anonymous mapping, so
-/// page-aligned), for reading rows with no bounce copy: a direct reader reads
-/// cold rows straight into such a buffer when the table's rows are
-/// 4096-aligned too. Pinned host memory (e.g. from `cudaHostAlloc`, also
-/// page-aligned) qualifies the same way as a plain `&mut [u8]`.
+/// page-aligned: any direct-I/O memory alignment), for reading rows with no
+/// bounce copy: a direct reader reads cold rows straight into such a buffer
+/// when the table's rows are aligned too (a multiple of the file's direct-I/O
+/// alignment, [`RowReader::direct_alignment`](super::RowReader::direct_alignment)).
+/// Pinned host memory (e.g. from `cudaHostAlloc`, also page-aligned)
+/// qualifies the same way as a plain `&mut [u8]`.
 pub struct AlignedBuf {
     map: MmapMut,
     len: usize,

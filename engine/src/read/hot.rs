@@ -23,9 +23,12 @@ impl HotPrefix {
         if rows == 0 || d.row_bytes == 0 {
             return Ok(None);
         }
-        let base = align_down(d.rows_offset);
+        // MAX_SPAN is a multiple of both alignments, so every read below starts
+        // offset-aligned in the file and memory-aligned in the (page-aligned) map.
+        let a = d.align.offset;
+        let base = align_down(d.rows_offset, a);
         let need_end = d.offset((rows - 1) as u32) + d.row_bytes as u64;
-        let end = align_up(need_end);
+        let end = align_up(need_end, a);
         let file_len = d.backend.len();
         if need_end > file_len {
             let msg = format!("hot prefix needs bytes up to {need_end}; the file is {file_len} bytes");

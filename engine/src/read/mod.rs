@@ -5,6 +5,7 @@
 
 mod aligned;
 pub mod backend;
+mod dio;
 pub mod faulty;
 mod hot;
 mod ticket;
@@ -24,13 +25,19 @@ use crate::table::{OpenOptions, Table};
 
 pub use aligned::AlignedBuf;
 pub use backend::{open_file, Backend, BatchError, PreadBackend, ReadReq};
+use dio::{align_down, align_up};
+pub use dio::{statx_dio_align, AlignSource, DirectAlign, MIN_DIRECT_ALIGN};
 pub use faulty::FaultyBackend;
 use hot::HotPrefix;
 pub use ticket::Ticket;
 use ticket::TicketPool;
 pub use uring::{UringBackend, MAX_QUEUE_DEPTH};
 
-/// Alignment of offsets, lengths and buffer addresses for `O_DIRECT` reads.
+/// The largest alignment of offsets, lengths and buffer addresses a direct
+/// reader keeps to, and the one it uses where the file system does not say
+/// (see [`DirectAlign`]): every device accepts it. A reader of an `O_DIRECT`
+/// file uses the file's own alignment (`statx` `STATX_DIOALIGN`, at least
+/// [`MIN_DIRECT_ALIGN`]); [`RowReader::direct_alignment`] reports it.
 pub const DIRECT_ALIGN: u64 = 4096;
 /// Largest single read after coalescing.
 pub const MAX_SPAN: u64 = 1 << 20;
@@ -94,6 +101,12 @@ pub struct ReaderOptions {
     /// Tests only: make io_uring setup fail as on a kernel without it.
     #[doc(hidden)]
     pub simulate_uring_setup_failure: bool,
+    /// Tests only: use this `(offset, memory)` alignment instead of the
+    /// file's (checked and raised as [`DirectAlign::from_values`] does; also
+    /// for a caller's backend). With `O_DIRECT` on, a value below the
+    /// device's makes reads fail with `EINVAL`.
+    #[doc(hidden)]
+    pub force_direct_align: Option<(u64, u64)>,
 }
 
 impl Default for ReaderOptions {
@@ -106,6 +119,7 @@ impl Default for ReaderOptions {
             sqpoll: None,
             registered_buffers: false,
             simulate_uring_setup_failure: false,
+            force_direct_align: None,
         }
     }
 }
@@ -210,10 +224,12 @@ pub struct ModeInfo {
     pub hot_bytes: usize,
     /// io_uring: whether a kernel thread polls the submission queue.
     pub sqpoll: bool,
+    /// The direct reader's alignment (direct mode only).
+    pub align: Option<DirectAlign>,
 }
 
 impl std::fmt::Display for ModeInfo {
-    /// `direct (io_uring, queue depth 128, O_DIRECT, hot prefix 0 rows)`,
+    /// `direct (io_uring, queue depth 128, O_DIRECT, align 512/512 (statx), hot prefix 0 rows)`,
     /// `direct (pread pool fallback: <reason>, 32 threads, ...)`, `mmap (page cache)`,
     /// `resident (rows in huge-page memory)`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -238,7 +254,11 @@ impl std::fmt::Display for ModeInfo {
             write!(f, ", queue depth {qd}")?;
         }
         let io = if self.o_direct { "O_DIRECT" } else { "buffered" };
-        write!(f, ", {io}, hot prefix {} rows", self.hot_rows)?;
+        write!(f, ", {io}")?;
+        if let Some(a) = &self.align {
+            write!(f, ", align {}/{} ({})", a.offset, a.mem, a.source.as_str())?;
+        }
+        write!(f, ", hot prefix {} rows", self.hot_rows)?;
         if self.hot_rows > 0 {
             write!(f, " in {} bytes", self.hot_bytes)?;
         }
@@ -253,6 +273,8 @@ struct Direct {
     /// buffers registered with it are unmapped.
     backend: Box<dyn Backend>,
     o_direct: bool,
+    /// What reads keep to: offsets and lengths, buffer addresses.
+    align: DirectAlign,
     path: PathBuf,
     rows: u64,
     row_bytes: usize,
@@ -308,6 +330,7 @@ impl<'t> RowReader<'t> {
                 let path = table.path();
                 let open_err = |source| ReadError::Open { path: path.to_path_buf(), source };
                 let (file, o_direct) = open_file(path, opts.o_direct).map_err(open_err)?;
+                let align = DirectAlign::resolve(&file, o_direct, opts.force_direct_align);
                 let qd = queue_depth.max(1);
                 let uring = |file| {
                     if opts.simulate_uring_setup_failure {
@@ -342,7 +365,7 @@ impl<'t> RowReader<'t> {
                         }
                     }
                 };
-                let mut d = Direct::new(table, b, o_direct, opts);
+                let mut d = Direct::new(table, b, o_direct, align, opts);
                 d.fallback = fallback;
                 d.queue_depth = Some(qd);
                 d.hot = HotPrefix::load(&d, opts.hot_bytes)?;
@@ -372,7 +395,8 @@ impl<'t> RowReader<'t> {
         opts: ReaderOptions,
     ) -> Result<RowReader<'t>, ReadError> {
         let mode = ReadMode::Direct { backend: BackendKind::Auto, queue_depth: 0 };
-        let mut d = Direct::new(table, backend, false, opts);
+        let align = DirectAlign::for_backend(opts.force_direct_align);
+        let mut d = Direct::new(table, backend, false, align, opts);
         d.hot = HotPrefix::load(&d, opts.hot_bytes)?;
         Ok(RowReader {
             table,
@@ -406,6 +430,7 @@ impl<'t> RowReader<'t> {
             hot_rows: self.hot_rows(),
             hot_bytes: self.hot_bytes(),
             sqpoll: self.direct.as_ref().and_then(|d| d.backend.sqpoll()).unwrap_or(false),
+            align: self.direct_alignment(),
         };
         if let Some(d) = &self.direct {
             if let Some(qd) = d.queue_depth {
@@ -436,6 +461,14 @@ impl<'t> RowReader<'t> {
         self.direct.as_ref().map(|d| d.backend.name())
     }
 
+    /// A direct reader's alignment: reads' file offsets and lengths are
+    /// multiples of `offset`, their buffers start at multiples of `mem`. From
+    /// the file system (`statx` `STATX_DIOALIGN`) for an `O_DIRECT` file,
+    /// [`DIRECT_ALIGN`] otherwise; `None` for other modes.
+    pub fn direct_alignment(&self) -> Option<DirectAlign> {
+        self.direct.as_ref().map(|d| d.align)
+    }
+
     /// Whether a direct reader's file is open with `O_DIRECT`.
     pub fn is_o_direct(&self) -> bool {
         self.direct.as_ref().is_some_and(|d| d.o_direct)
@@ -462,11 +495,14 @@ impl<'t> RowReader<'t> {
     /// nothing is promised of `out`.
     ///
     /// A direct reader reads cold rows straight into `out`, with no bounce copy
-    /// (`ReadStats::bounce_bytes == 0`), when `out` is 4096-aligned (an
-    /// [`AlignedBuf`], or pinned host memory) and the table's rows are too:
-    /// `row_bytes == row_stride`, a multiple of 4096. Rows adjacent in the file
-    /// and in `out` go in one read; a duplicate is read once and copied to its
-    /// other positions. Otherwise rows go through the aligned bounce buffer.
+    /// (`ReadStats::bounce_bytes == 0`), when `out` starts at a multiple of the
+    /// reader's memory alignment (an [`AlignedBuf`], or pinned host memory, is
+    /// page-aligned) and the table's rows are aligned too: `row_bytes ==
+    /// row_stride`, a multiple of both alignments ([`direct_alignment`](Self::direct_alignment):
+    /// typically 512, so 512 B, 1 KiB, 2 KiB, 3 KiB ... rows; 4096 where the file
+    /// system does not say). Rows adjacent in the file and in `out` go in one
+    /// read; a duplicate is read once and copied to its other positions.
+    /// Otherwise rows go through the aligned bounce buffer.
     pub fn read_rows(&self, slots: &[u32], out: &mut [u8]) -> Result<ReadStats, ReadError> {
         if let Some(d) = &self.direct {
             return d.read_rows(slots, out);
@@ -544,21 +580,20 @@ struct Span {
     last: usize,
 }
 
-fn align_down(x: u64) -> u64 {
-    x & !(DIRECT_ALIGN - 1)
-}
-
-fn align_up(x: u64) -> u64 {
-    x.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN
-}
-
 impl Direct {
-    fn new(table: &Table, backend: Box<dyn Backend>, o_direct: bool, opts: ReaderOptions) -> Direct {
+    fn new(
+        table: &Table,
+        backend: Box<dyn Backend>,
+        o_direct: bool,
+        align: DirectAlign,
+        opts: ReaderOptions,
+    ) -> Direct {
         // check_layout guarantees a rows section; 0 would only misplace reads.
         let rows_offset = table.header().section(SectionKind::Rows).map_or(0, |s| s.offset);
         Direct {
             backend,
             o_direct,
+            align,
             path: table.path().to_path_buf(),
             rows: table.rows(),
             row_bytes: table.dim() * table.dtype().size(),
@@ -634,7 +669,8 @@ impl Direct {
                 );
                 return Err(self.io_err(off, io::Error::new(io::ErrorKind::UnexpectedEof, msg)));
             }
-            let (a0, a1) = (align_down(off), align_up(row_end));
+            let a = self.align.offset;
+            let (a0, a1) = (align_down(off, a), align_up(row_end, a));
             match spans.last_mut() {
                 Some(sp) if a0 <= sp.end && a1.max(sp.end) - sp.start <= MAX_SPAN => {
                     sp.end = sp.end.max(a1);
@@ -663,14 +699,24 @@ impl Direct {
     }
 
     /// Whether cold rows can be read straight into `out`: every row's file
-    /// range and its place in `out` are 4096-aligned and the same length.
+    /// range is offset-aligned and as long as its place in `out`, which starts
+    /// memory-aligned (`out` does, and rows are a multiple of both alignments).
     fn reads_into(&self, out: &[u8]) -> bool {
-        let a = DIRECT_ALIGN as usize;
-        self.row_bytes > 0
-            && self.row_bytes as u64 == self.stride
-            && self.row_bytes.is_multiple_of(a)
-            && self.rows_offset.is_multiple_of(DIRECT_ALIGN)
-            && (out.as_ptr() as usize).is_multiple_of(a)
+        let DirectAlign { offset, mem, .. } = self.align;
+        let rb = self.row_bytes as u64;
+        rb > 0
+            && rb == self.stride
+            && rb.is_multiple_of(offset)
+            && rb.is_multiple_of(mem)
+            && self.rows_offset.is_multiple_of(offset)
+            && (out.as_ptr() as u64).is_multiple_of(mem)
+    }
+
+    /// Bytes a span takes in the bounce buffer: its length (a multiple of the
+    /// offset alignment) rounded up to the memory alignment, so the next span
+    /// starts memory-aligned too (the buffer itself is page-aligned).
+    fn bounce_len(&self, sp: &Span) -> u64 {
+        align_up(sp.end - sp.start, self.align.mem)
     }
 
     /// Reads each cold unique row into its first output position (runs adjacent
@@ -756,10 +802,8 @@ impl Direct {
             // A group of spans that fits the bounce buffer.
             let mut total = 0u64;
             let mut g1 = g0;
-            while g1 < spans.len()
-                && (g1 == g0 || total + (spans[g1].end - spans[g1].start) <= self.bounce_bytes as u64)
-            {
-                total += spans[g1].end - spans[g1].start;
+            while g1 < spans.len() && (g1 == g0 || total + self.bounce_len(&spans[g1]) <= self.bounce_bytes as u64) {
+                total += self.bounce_len(&spans[g1]);
                 g1 += 1;
             }
             let group = &spans[g0..g1];
@@ -769,7 +813,8 @@ impl Direct {
                     self.backend.unregister_buffer(&old);
                 }
                 let len = total.max(self.bounce_bytes as u64) as usize;
-                // Anonymous mappings are page-aligned: every span starts 4096-aligned.
+                // Anonymous mappings are page-aligned (at least DIRECT_ALIGN): with
+                // `bounce_len` every span starts memory-aligned.
                 let mut m = MmapOptions::new().len(len).map_anon().map_err(|e| self.io_err(group[0].start, e))?;
                 // Kept registered while pooled; `backend` is dropped (the ring closed)
                 // before `bounces` (field order), so no registration outlives its buffer.
@@ -780,7 +825,8 @@ impl Direct {
             let mut reqs: Vec<ReadReq<'_>> = Vec::with_capacity(group.len());
             let mut rest = buf;
             for sp in group {
-                let (head, tail) = rest.split_at_mut((sp.end - sp.start) as usize);
+                let (slot, tail) = rest.split_at_mut(self.bounce_len(sp) as usize);
+                let head = &mut slot[..(sp.end - sp.start) as usize];
                 reqs.push(ReadReq::new(sp.start, head, (sp.need_end - sp.start) as usize));
                 rest = tail;
             }
@@ -799,7 +845,7 @@ impl Direct {
                         out[p..p + row_bytes].copy_from_slice(src);
                     }
                 }
-                base += (sp.end - sp.start) as usize;
+                base += self.bounce_len(sp) as usize;
             }
             g0 = g1;
         }
