@@ -73,10 +73,11 @@ pub struct PipelineConfig {
     /// stage (with dedup and/or a cache only the distinct non-cached rows)
     /// straight into the pinned staging buffer. With
     /// `ReadMode::Direct { .. }` that is `O_DIRECT` reads through io_uring
-    /// (or the pread pool): the table may be larger than DRAM, and rows of
-    /// a 4 KiB multiple (e.g. d = 2048 f16) land in the page-aligned pinned
-    /// buffer with no bounce copy (other row sizes go through the reader's
-    /// aligned bounce buffer). `Mmap` and `Resident` read from memory as
+    /// (or the pread pool): the table may be larger than DRAM, and rows
+    /// whose size is a multiple of the file's direct-I/O alignment (512 B on
+    /// most disks, from statx; 4 KiB where unknown: e.g. d = 1024 or 2048
+    /// f16) land in the page-aligned pinned buffer with no bounce copy
+    /// (other row sizes go through the reader's aligned bounce buffer). `Mmap` and `Resident` read from memory as
     /// the reader does. CPU gather only: zero-copy mode with a read mode
     /// is refused. See also [`LookupPipeline::with_reader`].
     pub read_mode: Option<ReadMode>,
