@@ -236,7 +236,7 @@ impl UringBackend {
                     IoUring::builder().build(queue_depth)?
                 }
             },
-            None => IoUring::builder().build(queue_depth)?,
+            None => plain_ring(queue_depth)?,
         };
         ring.submitter().register_files(&[file.as_raw_fd()])?;
         let p = ring.params();
@@ -302,6 +302,22 @@ impl UringBackend {
     /// How many reads may be in flight at once.
     pub fn in_flight_limit(&self) -> usize {
         self.in_flight_limit
+    }
+}
+
+/// A ring without SQPOLL, set up with `IORING_SETUP_COOP_TASKRUN` (Linux
+/// 5.19+): completion task work runs when the reading thread next enters the
+/// kernel, which it always does to wait for completions, instead of
+/// interrupting it. Measured on a CPU-bound loop device at queue depth 32
+/// (docs/PERFORMANCE.md): a median of 127 K against 113 K reads/s without it,
+/// over three alternations each with overlapping ranges. Where the kernel
+/// refuses the flag (EINVAL), a plain ring.
+fn plain_ring(queue_depth: u32) -> io::Result<IoUring> {
+    let mut b = IoUring::builder();
+    b.setup_coop_taskrun();
+    match b.build(queue_depth) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::builder().build(queue_depth),
+        r => r,
     }
 }
 
