@@ -28,6 +28,33 @@ enum Cmd {
     Core(CoreArgs),
     /// Direct (O_DIRECT, io_uring) reads of 4 KiB rows against fio's random-read ceiling.
     Nvme(NvmeArgs),
+    /// Rows into GPU memory, in one run: the pinned-copy ceiling and both
+    /// scone pipelines (gpu-bridge's `gpu-pipeline`), then the Python
+    /// baseline (bench/python/gpu_baseline.py: numpy memmap + .cuda()).
+    Gpu(GpuArgs),
+}
+
+#[derive(clap::Args)]
+struct GpuArgs {
+    /// Directory for the tables (on a disk, not tmpfs, for --nvme and --cold).
+    #[arg(long, default_value = "/tmp/scone-gpu")]
+    dir: PathBuf,
+    /// Seconds per mode and configuration.
+    #[arg(long, default_value_t = 0.5)]
+    seconds: f64,
+    /// Also the tables-on-NVMe block (O_DIRECT reads into pinned staging).
+    #[arg(long)]
+    nvme: bool,
+    /// Python baseline from a cold page cache too (`--cold`).
+    #[arg(long)]
+    cold: bool,
+    /// The gpu-pipeline binary (default: beside this one; build it with
+    /// `cargo build --release -p scone-gpu-bridge --bins`).
+    #[arg(long)]
+    gpu_pipeline: Option<PathBuf>,
+    /// More arguments for gpu-pipeline (e.g. `-- --f32-rows`).
+    #[arg(last = true)]
+    extra: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -103,7 +130,53 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Core(a) => core(a),
         Cmd::Nvme(a) => nvme(a),
+        Cmd::Gpu(a) => gpu(a),
     }
+}
+
+/// Runs gpu-pipeline, then the Python baseline on tables of the same
+/// shapes, one after the other in this process's run (their output goes
+/// to stdout as they print it).
+fn gpu(a: GpuArgs) -> Result<()> {
+    use std::process::Command;
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
+    let bin = match a.gpu_pipeline {
+        Some(p) => p,
+        None => std::env::current_exe()?.with_file_name("gpu-pipeline"),
+    };
+    ensure!(
+        bin.exists(),
+        "{} not found: build it with `cargo build --release -p scone-gpu-bridge --bins` or pass --gpu-pipeline",
+        bin.display()
+    );
+    println!("== scone: {} (ceiling, CPU-gather and zero-copy pipelines)", bin.display());
+    let mut cmd = Command::new(&bin);
+    cmd.arg("--seconds").arg(a.seconds.to_string()).arg("--dir").arg(&a.dir);
+    if a.nvme {
+        cmd.arg("--nvme");
+    }
+    let st = cmd.args(&a.extra).status().with_context(|| format!("running {}", bin.display()))?;
+    ensure!(st.success(), "{} failed: {st}", bin.display());
+    // The script where this binary was built, else relative to the working
+    // directory (a binary carried to another machine, run from a checkout).
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/gpu_baseline.py");
+    let script = if built.exists() { built } else { PathBuf::from("bench/python/gpu_baseline.py") };
+    ensure!(script.exists(), "{} not found (run from the repository root)", script.display());
+    let probe = "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 3)";
+    let probed = Command::new("python3").args(["-c", probe]).stderr(std::process::Stdio::null()).status();
+    if !probed.is_ok_and(|s| s.success()) {
+        println!("== python: skipped: python3 with torch and a CUDA device is not available here");
+        return Ok(());
+    }
+    println!("== python: {} (numpy memmap fancy indexing, then torch .cuda())", script.display());
+    let mut py = Command::new("python3");
+    py.arg(&script).arg("--dir").arg(a.dir.join("python")).arg("--seconds").arg(a.seconds.max(0.5).to_string());
+    if a.cold {
+        py.arg("--cold");
+    }
+    let st = py.status().context("running python3 (the baseline needs numpy and torch with CUDA)")?;
+    ensure!(st.success(), "{} failed: {st}", script.display());
+    Ok(())
 }
 
 fn nvme(a: NvmeArgs) -> Result<()> {
