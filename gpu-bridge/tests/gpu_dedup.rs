@@ -130,20 +130,9 @@ fn dedup_and_cache_equal_cpu_gather_on_both_modes() {
                     let h = pipe.submit_with_context(&tokens, 5).unwrap();
                     assert!(h.copy_back_for_tests().unwrap() == expected(&table, &tokens, 5), "context: {what}");
                     pipe.recycle(h);
-                    let mut slots: Vec<u32> = (0..max)
-                        .map(|_| match rng.below(10) {
-                            0 => MISS_SLOT,
-                            1..=5 => rng.below(3) as u32,
-                            _ => rng.below(n_rows as u64) as u32,
-                        })
-                        .collect();
-                    slots[0] = n_rows as u32 - 1;
+                    let slots = duplicate_heavy_slots(&mut rng, max, 3, n_rows);
                     let h = pipe.submit_slots(&slots).unwrap();
-                    let (rows, mask) = h.copy_back_for_tests().unwrap();
-                    let mut want = vec![0u8; slots.len() * row_bytes];
-                    engine::gather(&table, &slots, engine::GatherOptions { dtype, max_threads: 1 }, &mut want).unwrap();
-                    assert!(rows == want, "submit_slots rows: {what}");
-                    assert_eq!(mask, slots.iter().map(|&s| u8::from(s != MISS_SLOT)).collect::<Vec<_>>());
+                    assert_slots_delivered(&h, &table, &slots, dtype, &what);
                     check_counters(&h, &slots, want_cached, dedup, mode, row_bytes);
                     pipe.recycle(h);
                     // Errors leave the pipeline usable.

@@ -74,20 +74,9 @@ fn read_sources_equal_cpu_gather() {
                         pipe.recycle(h);
                     }
                     // Slots with heavy duplicates, misses and the last row.
-                    let mut slots: Vec<u32> = (0..max)
-                        .map(|_| match rng.below(10) {
-                            0 => MISS_SLOT,
-                            1..=5 => rng.below(4) as u32,
-                            _ => rng.below(n_rows as u64) as u32,
-                        })
-                        .collect();
-                    slots[0] = n_rows as u32 - 1;
+                    let slots = duplicate_heavy_slots(&mut rng, max, 4, n_rows);
                     let h = pipe.submit_slots(&slots).unwrap();
-                    let (rows, mask) = h.copy_back_for_tests().unwrap();
-                    let mut want = vec![0u8; slots.len() * row_bytes];
-                    engine::gather(&table, &slots, engine::GatherOptions { dtype, max_threads: 1 }, &mut want).unwrap();
-                    assert!(rows == want, "submit_slots rows: {what}");
-                    assert_eq!(mask, slots.iter().map(|&s| u8::from(s != MISS_SLOT)).collect::<Vec<_>>());
+                    assert_slots_delivered(&h, &table, &slots, dtype, &what);
                     pipe.recycle(h);
                     let st = pipe.take_read_stats();
                     assert!(st.rows_requested > 0, "{what}");

@@ -79,11 +79,8 @@ impl DirectAlign {
     /// The alignment for `file`: `force` if given, else what `statx` reports
     /// when the file is open with `O_DIRECT`, else [`DIRECT_ALIGN`].
     pub fn resolve(file: &File, o_direct: bool, force: Option<(u64, u64)>) -> DirectAlign {
-        if let Some((offset, mem)) = force {
-            return DirectAlign::from_values(offset, mem, AlignSource::Forced);
-        }
-        if !o_direct {
-            return DirectAlign::fallback(AlignSource::NotDirect);
+        if force.is_some() || !o_direct {
+            return DirectAlign::for_backend(force);
         }
         match statx_dio_align(file) {
             Ok(Some((offset, mem))) => DirectAlign::from_values(offset as u64, mem as u64, AlignSource::Statx),
@@ -92,8 +89,8 @@ impl DirectAlign {
         }
     }
 
-    /// For a caller's backend (not a file of ours): `force` if given, else
-    /// [`DIRECT_ALIGN`].
+    /// For a caller's backend (not a file of ours) and for a file not read
+    /// with `O_DIRECT`: `force` if given, else [`DIRECT_ALIGN`].
     pub fn for_backend(force: Option<(u64, u64)>) -> DirectAlign {
         match force {
             Some((offset, mem)) => DirectAlign::from_values(offset, mem, AlignSource::Forced),

@@ -381,25 +381,18 @@ fn dram_blocks(args: &Args, table: &Table, path: &Path, gpu: Option<&Gpu>, budge
         let mut zc_pipes = match (gpu, args.zipf_only) {
             (Some(g), false) => {
                 let t = Instant::now();
-                let mk = |dedup: bool| {
-                    let cfg = PipelineConfig { mode: GatherMode::ZeroCopy, dedup, ..PipelineConfig::new(BATCHES[2]) };
+                let mk = |dedup: bool, out_dtype: Option<Dtype>| {
+                    let cfg = PipelineConfig {
+                        mode: GatherMode::ZeroCopy,
+                        dedup,
+                        out_dtype,
+                        ..PipelineConfig::new(BATCHES[2])
+                    };
                     LookupPipeline::new(zt, g, cfg).map_err(err)
                 };
-                let (p, pd) = (mk(false)?, mk(true)?);
-                let f32_pipes = if args.f32_rows {
-                    let mk32 = |dedup: bool| {
-                        let cfg = PipelineConfig {
-                            mode: GatherMode::ZeroCopy,
-                            dedup,
-                            out_dtype: Some(Dtype::F32),
-                            ..PipelineConfig::new(BATCHES[2])
-                        };
-                        LookupPipeline::new(zt, g, cfg).map_err(err)
-                    };
-                    Some((mk32(false)?, mk32(true)?))
-                } else {
-                    None
-                };
+                let (p, pd) = (mk(false, None)?, mk(true, None)?);
+                let f32 = Some(Dtype::F32);
+                let f32_pipes = if args.f32_rows { Some((mk(false, f32)?, mk(true, f32)?)) } else { None };
                 println!(
                     "zero-copy setup: rows {:?} / {:?} (dedup) in {:.2} s",
                     p.zero_copy_source().expect("zero-copy"),

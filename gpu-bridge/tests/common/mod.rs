@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use engine::{gather, BuildConfig, Dtype, GatherOptions, OpenOptions, SuffixMatcher, Table, TableBuilder, MISS_SLOT};
-use gpu_bridge::{BridgeError, Gpu};
+use gpu_bridge::{BatchHandle, BridgeError, Gpu};
 
 /// Opens device 0, or explains on stderr why GPU tests are skipped.
 /// Driver failures other than "no driver"/"no device" are real failures;
@@ -88,4 +88,31 @@ pub fn random_tokens(rng: &mut Rng, len: usize, vocab: u32) -> Vec<u32> {
             _ => rng.below(u64::from(vocab)) as u32,
         })
         .collect()
+}
+
+/// `len` slots for `submit_slots`: 10 % misses, half among the first `hot`
+/// rows (heavy duplicates), the rest uniform over `n_rows`; position 0 holds
+/// the last row (when `len > 0`).
+pub fn duplicate_heavy_slots(rng: &mut Rng, len: usize, hot: u64, n_rows: usize) -> Vec<u32> {
+    let mut slots: Vec<u32> = (0..len)
+        .map(|_| match rng.below(10) {
+            0 => MISS_SLOT,
+            1..=5 => rng.below(hot) as u32,
+            _ => rng.below(n_rows as u64) as u32,
+        })
+        .collect();
+    if let Some(first) = slots.first_mut() {
+        *first = n_rows as u32 - 1;
+    }
+    slots
+}
+
+/// Copies batch `h` back and asserts that its rows equal `engine::gather` of
+/// `slots` in `dtype` and that its mask marks the hits.
+pub fn assert_slots_delivered(h: &BatchHandle, table: &Table, slots: &[u32], dtype: Dtype, what: &str) {
+    let (rows, mask) = h.copy_back_for_tests().unwrap();
+    let mut want = vec![0u8; slots.len() * table.dim() * dtype.size()];
+    gather(table, slots, GatherOptions { dtype, max_threads: 1 }, &mut want).unwrap();
+    assert!(rows == want, "submit_slots rows differ: {what}, {} positions", slots.len());
+    assert_eq!(mask, slots.iter().map(|&s| u8::from(s != MISS_SLOT)).collect::<Vec<_>>(), "mask: {what}");
 }
