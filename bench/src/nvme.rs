@@ -389,11 +389,12 @@ pub fn drop_caches() -> bool {
     std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
 }
 
-/// Direct io_uring reader at `qd` with a hot prefix of `hot_bytes`, and
-/// SQPOLL (idle ms) if `sqpoll` is given.
-pub fn reader<'t>(t: &'t Table, qd: u32, hot_bytes: u64, sqpoll: Option<u32>) -> Result<RowReader<'t>> {
+/// Direct io_uring reader at `qd` with a hot prefix of `hot_bytes`, SQPOLL
+/// (idle ms) if `sqpoll` is given, and `spin_us` of completion polling.
+pub fn reader<'t>(t: &'t Table, qd: u32, hot_bytes: u64, sqpoll: Option<u32>, spin_us: u32) -> Result<RowReader<'t>> {
     let mode = ReadMode::Direct { backend: BackendKind::Uring, queue_depth: qd };
-    let r = RowReader::open_with(t, mode, ReaderOptions { hot_bytes, sqpoll, ..ReaderOptions::default() })?;
+    let opts = ReaderOptions { hot_bytes, sqpoll, uring_spin_us: spin_us, ..ReaderOptions::default() };
+    let r = RowReader::open_with(t, mode, opts)?;
     if !r.is_o_direct() {
         bail!("{}: O_DIRECT refused; the figures would measure the page cache", t.path().display());
     }

@@ -4,7 +4,9 @@
 mod common;
 
 use common::*;
-use engine::read::{AlignedBuf, BackendKind, ReadMode, ReaderOptions, RowReader, UringBackend};
+use engine::read::{
+    AlignedBuf, Backend, BackendKind, ReadMode, ReadReq, ReaderOptions, RingSetup, RowReader, UringBackend,
+};
 use engine::{Dtype, Table, MISS_SLOT};
 use rand::{Rng, SeedableRng};
 
@@ -267,4 +269,66 @@ fn concurrent_batches_share_one_ring_and_keep_their_own_errors() {
         }
         assert_eq!(b.registered_buffers(), 0);
     }
+}
+
+/// The kernel release's (major, minor), e.g. (6, 18) for "6.18.44-...".
+fn kernel_version() -> Option<(u32, u32)> {
+    let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let mut it = r.trim().split(|c: char| !c.is_ascii_digit());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// The ring belongs to one I/O thread, so on Linux 6.1+ it is set up with
+/// SINGLE_ISSUER + DEFER_TASKRUN; batches from many threads at once, and
+/// buffer registrations from them, all go through that thread.
+#[test]
+fn one_io_thread_serves_batches_from_many_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_table(dir.path(), "m.scone", 7, 400, 512, Dtype::F16);
+    if !uring_available(&path) {
+        eprintln!("io_uring unavailable here: skipped");
+        return;
+    }
+    let mut b = UringBackend::new(engine::read::open_file(&path, true).unwrap().0, 16).unwrap();
+    match kernel_version() {
+        Some(v) if v >= (6, 1) => assert_eq!(b.ring_setup(), RingSetup::DeferTaskrun),
+        v => eprintln!("kernel {v:?}: ring set up as {:?}", b.ring_setup()),
+    }
+    assert!(!b.sqpoll());
+    let _ = b.enable_registered_buffers(8);
+    let b = std::sync::Arc::new(b);
+    // Chunks of the file itself (a multiple of 512 bytes: O_DIRECT-aligned).
+    let file = std::fs::read(&path).unwrap();
+    let chunk = 1024usize;
+    let chunks = (file.len() / chunk) as u64;
+    assert!(chunks > 100);
+    // Polling for completions before sleeping (the default), and sleeping at once.
+    for spin in [engine::read::DEFAULT_SPIN_US, 0] {
+        b.set_spin_us(spin);
+        assert_eq!(b.spin_us(), spin);
+        std::thread::scope(|s| {
+            for th in 0..4u64 {
+                let (b, file) = (b.clone(), &file);
+                s.spawn(move || {
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(th);
+                    let mut buf = AlignedBuf::new(64 * chunk).unwrap();
+                    let registered = b.register_buffer(&mut buf);
+                    for round in 0..50 {
+                        let at: Vec<u64> = (0..64).map(|_| rng.gen_range(0..chunks) * chunk as u64).collect();
+                        let mut reqs: Vec<ReadReq<'_>> =
+                            buf.chunks_mut(chunk).zip(&at).map(|(c, &o)| ReadReq::new(o, c, chunk)).collect();
+                        b.read_batch(&mut reqs).unwrap();
+                        assert!(reqs.iter().all(|r| r.filled == chunk));
+                        for (c, &o) in buf.chunks(chunk).zip(&at) {
+                            assert!(c == &file[o as usize..o as usize + chunk], "thread {th} round {round} offset {o}");
+                        }
+                    }
+                    if registered {
+                        b.unregister_buffer(&buf);
+                    }
+                });
+            }
+        });
+    }
+    assert_eq!(b.registered_buffers(), 0);
 }

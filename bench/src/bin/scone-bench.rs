@@ -84,6 +84,10 @@ struct NvmeArgs {
     /// (`ReaderOptions::sqpoll`; the run says if the kernel refused it).
     #[arg(long)]
     sqpoll_ms: Option<u32>,
+    /// How long each reader's io_uring thread polls for completions before
+    /// sleeping, in microseconds (`ReaderOptions::uring_spin_us`; 0: sleep at once).
+    #[arg(long, default_value_t = engine::read::DEFAULT_SPIN_US)]
+    spin_us: u32,
     /// Only the interleaved ceiling/uniform comparison (skips the Zipf,
     /// tickets and hot-prefix workloads).
     #[arg(long)]
@@ -202,9 +206,9 @@ fn nvme(a: NvmeArgs) -> Result<()> {
     let secs = a.seconds as f64;
     let mut interleaved = Vec::new();
     let mut figs = Vec::new();
-    log(t0, &format!("reader: {}", n::reader(&table, 32, 0, a.sqpoll_ms)?.describe()));
+    log(t0, &format!("reader: {}", n::reader(&table, 32, 0, a.sqpoll_ms, a.spin_us)?.describe()));
     for &qd in &a.queue_depths {
-        let reader = |hot: u64| n::reader(&table, qd, hot, a.sqpoll_ms);
+        let reader = |hot: u64| n::reader(&table, qd, hot, a.sqpoll_ms, a.spin_us);
         let il = n::interleave(
             qd,
             a.reps,

@@ -70,6 +70,12 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// For io_uring backends: how the ring is set up, for logs
+    /// (`defer_taskrun, poll 100 us`). `None` for others.
+    fn ring_setup(&self) -> Option<String> {
+        None
+    }
+
     /// Offers `buf` for reads into it; io_uring registers it (a fixed buffer:
     /// pages pinned once, `READ_FIXED`). Returns whether it was registered. The
     /// caller must [`unregister_buffer`](Self::unregister_buffer) it, or drop

@@ -31,7 +31,7 @@ pub use faulty::FaultyBackend;
 use hot::HotPrefix;
 pub use ticket::Ticket;
 use ticket::TicketPool;
-pub use uring::{UringBackend, MAX_QUEUE_DEPTH};
+pub use uring::{RingSetup, UringBackend, DEFAULT_SPIN_US, MAX_QUEUE_DEPTH};
 
 /// The largest alignment of offsets, lengths and buffer addresses a direct
 /// reader keeps to, and the one it uses where the file system does not say
@@ -98,6 +98,10 @@ pub struct ReaderOptions {
     /// not on every read). Where the kernel refuses (before 5.13, or
     /// `RLIMIT_MEMLOCK`), buffers are read into unregistered. Default off.
     pub registered_buffers: bool,
+    /// io_uring only (without SQPOLL): how long the ring's I/O thread polls for
+    /// completions before it sleeps, while reads are in flight, in
+    /// microseconds; 0 sleeps at once. Default [`DEFAULT_SPIN_US`].
+    pub uring_spin_us: u32,
     /// Tests only: make io_uring setup fail as on a kernel without it.
     #[doc(hidden)]
     pub simulate_uring_setup_failure: bool,
@@ -118,6 +122,7 @@ impl Default for ReaderOptions {
             prefetch_workers: 4,
             sqpoll: None,
             registered_buffers: false,
+            uring_spin_us: DEFAULT_SPIN_US,
             simulate_uring_setup_failure: false,
             force_direct_align: None,
         }
@@ -224,6 +229,8 @@ pub struct ModeInfo {
     pub hot_bytes: usize,
     /// io_uring: whether a kernel thread polls the submission queue.
     pub sqpoll: bool,
+    /// io_uring: how the ring was set up, e.g. `defer_taskrun, poll 100 us`.
+    pub ring: Option<String>,
     /// The direct reader's alignment (direct mode only).
     pub align: Option<DirectAlign>,
 }
@@ -247,6 +254,9 @@ impl std::fmt::Display for ModeInfo {
         }
         if self.sqpoll {
             write!(f, " with SQPOLL")?;
+        }
+        if let Some(r) = &self.ring {
+            write!(f, " ({r})")?;
         }
         if let Some(n) = self.pread_threads {
             write!(f, ", {n} threads")?;
@@ -337,6 +347,7 @@ impl<'t> RowReader<'t> {
                         return Err(io::Error::from_raw_os_error(libc::ENOSYS));
                     }
                     let mut u = UringBackend::with_sqpoll(file, qd, opts.sqpoll)?;
+                    u.set_spin_us(opts.uring_spin_us);
                     if opts.registered_buffers {
                         // Optional: without the table, buffers are read into unregistered.
                         let _ = u.enable_registered_buffers(REGISTERED_BUFFER_SLOTS);
@@ -430,6 +441,7 @@ impl<'t> RowReader<'t> {
             hot_rows: self.hot_rows(),
             hot_bytes: self.hot_bytes(),
             sqpoll: self.direct.as_ref().and_then(|d| d.backend.sqpoll()).unwrap_or(false),
+            ring: self.direct.as_ref().and_then(|d| d.backend.ring_setup()),
             align: self.direct_alignment(),
         };
         if let Some(d) = &self.direct {

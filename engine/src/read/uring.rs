@@ -1,48 +1,104 @@
-//! The io_uring backend: one ring per reader, the file registered with it.
+//! The io_uring backend: one ring per reader, owned by one I/O thread.
+//!
+//! The thread owning the ring lets it be set up with `IORING_SETUP_SINGLE_ISSUER`
+//! and `IORING_SETUP_DEFER_TASKRUN` (Linux 6.1+), as fio does: the kernel runs
+//! completion work only when that thread asks for completions, in one batch,
+//! instead of interrupting whichever thread is running. Callers hand their
+//! batches to the thread over a channel and block until their reads are done;
+//! batches from several callers (prefetch tickets) share the ring, so it stays
+//! full across batch boundaries.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::os::unix::io::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::sync::MutexGuard;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
+use crossbeam::channel::{bounded, unbounded, Receiver, Sender};
 use io_uring::{opcode, types, IoUring};
 
 use super::backend::{retryable, Backend, BatchError, ReadReq};
 
+/// `IORING_ENTER_GETEVENTS` (the uapi value): wait for / collect completions.
+const ENTER_GETEVENTS: u32 = 1;
+
+/// Default completion polling before the I/O thread sleeps, in microseconds
+/// ([`UringBackend::set_spin_us`]). Measured on the 2-core development VM
+/// (docs/PERFORMANCE.md): at queue depth 32 it took scone from about 0.8 of
+/// fio's IOPS to parity.
+pub const DEFAULT_SPIN_US: u32 = 100;
+
 /// Largest queue depth accepted (the kernel's own limit is 32768 entries).
 pub const MAX_QUEUE_DEPTH: u32 = 4096;
+
+/// How the ring was set up (the first the kernel accepted, best first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingSetup {
+    /// A kernel thread polls the submission queue (`IORING_SETUP_SQPOLL`).
+    Sqpoll,
+    /// `SINGLE_ISSUER | DEFER_TASKRUN | COOP_TASKRUN` (Linux 6.1+).
+    DeferTaskrun,
+    /// `COOP_TASKRUN` (Linux 5.19+).
+    CoopTaskrun,
+    /// No setup flags.
+    Plain,
+}
+
+impl RingSetup {
+    pub fn name(self) -> &'static str {
+        match self {
+            RingSetup::Sqpoll => "sqpoll",
+            RingSetup::DeferTaskrun => "defer_taskrun",
+            RingSetup::CoopTaskrun => "coop_taskrun",
+            RingSetup::Plain => "plain",
+        }
+    }
+}
 
 /// Reads through an io_uring: a batch is pushed onto the submission queue, at
 /// most `in_flight_limit` requests at a time (no more than the completion queue
 /// holds, so completions never overflow), and completions are reaped as they
 /// come; short reads are resubmitted for the remainder, EINTR/EAGAIN retried.
 pub struct UringBackend {
-    ring: Mutex<Ring>,
-    // Kept open for the ring's registered-file slot 0.
+    /// Commands to the I/O thread; `None` once dropped (the thread then exits).
+    tx: Option<Sender<Cmd>>,
+    worker: Option<JoinHandle<()>>,
+    // Kept open for the ring's registered-file slot 0 (dropped after the thread).
     _file: File,
     len: u64,
     in_flight_limit: usize,
+    setup: RingSetup,
     /// Why a requested SQPOLL ring was refused (the ring runs without it).
     sqpoll_refused: Option<String>,
     /// Slots of the sparse registered-buffer table (0: none set up).
     buffer_slots: u32,
     /// READ_FIXED submissions so far.
-    fixed_reads: AtomicU64,
-    /// Callers blocked on `ring`'s lock.
-    waiting: AtomicUsize,
+    fixed_reads: Arc<AtomicU64>,
+    /// Buffers registered now.
+    registered: Arc<AtomicUsize>,
+    spin_us: Arc<AtomicU32>,
 }
 
-/// The ring and, under the same lock, the buffers registered with it and the
-/// batches being read. Every batch's reads share the ring: one queue, in
-/// order, topped up by whichever caller drives next, so the ring stays full
-/// across batch boundaries when several batches (prefetch tickets) are in flight.
+/// What a caller asks of the I/O thread.
+enum Cmd {
+    Batch { ops: Vec<Op>, reply: Sender<Done> },
+    SparseBuffers { slots: u32, reply: Sender<io::Result<()>> },
+    Register { addr: usize, len: usize, reply: Sender<bool> },
+    Unregister { addr: usize, len: usize, reply: Sender<()> },
+}
+
+/// A finished batch: its requests (with `filled`) and its first error.
+type Done = (Vec<Op>, Option<BatchError>);
+
+/// The ring and what only the I/O thread touches: the buffers registered with
+/// it and the batches being read.
 struct Ring {
     ring: IoUring,
     /// `(address, length, table index)` of each registered buffer.
     registered: Vec<(usize, usize, u16)>,
+    buffer_slots: u32,
     /// The batches being read, by id.
     batches: HashMap<u32, BatchState>,
     /// `(batch, request)` reads waiting for room in the ring, in order.
@@ -51,11 +107,15 @@ struct Ring {
     in_flight: usize,
     next_id: u32,
     hard_failures: u32,
+    fixed_reads: Arc<AtomicU64>,
+    registered_count: Arc<AtomicUsize>,
+    /// Completion polling before sleeping, in microseconds (0: sleep at once).
+    spin_us: Arc<AtomicU32>,
 }
 
-/// One request of a batch: where its buffer is (an address, so `Ring` stays
-/// `Send`; the buffer is borrowed by the `read_batch` call that owns the batch),
-/// what to read, and how much has been.
+/// One request of a batch: where its buffer is (an address, so the request can
+/// cross to the I/O thread; the buffer is borrowed by the `read_batch` call
+/// that owns the batch), what to read, and how much has been.
 struct Op {
     addr: usize,
     len: usize,
@@ -71,6 +131,7 @@ struct BatchState {
     in_flight: usize,
     queued: usize,
     first: Option<BatchError>,
+    reply: Sender<Done>,
 }
 
 impl Ring {
@@ -78,7 +139,7 @@ impl Ring {
     /// waits for at least one completion and applies every completion to its
     /// batch (short and interrupted reads go back on the queue; a batch's
     /// first error drops its queued reads).
-    fn drive(&mut self, limit: usize, fixed_reads: &AtomicU64) {
+    fn drive(&mut self, limit: usize) {
         {
             let mut sq = self.ring.submission();
             while self.in_flight < limit {
@@ -98,8 +159,9 @@ impl Ring {
                 // SAFETY: `ptr..ptr + len` is the unread rest of one request buffer of
                 // batch `id`, exclusively borrowed by the `read_batch` call that owns
                 // the batch. That call neither touches the buffer nor returns while
-                // the batch has a read in flight or queued (it loops until both
-                // counts are 0; on error its queued reads are dropped unsubmitted),
+                // the batch has a read in flight or queued (it blocks until this
+                // thread replies, which `finish` does only once both counts are 0;
+                // on error the batch's queued reads are dropped unsubmitted),
                 // and a read is resubmitted only after its completion, so no two
                 // reads target the same bytes at once. Requests of a batch are
                 // distinct `&mut` slices, so batches never share bytes either. Fixed
@@ -115,14 +177,14 @@ impl Ring {
                 b.in_flight += 1;
                 self.in_flight += 1;
                 if op.fixed.is_some() {
-                    fixed_reads.fetch_add(1, Ordering::Relaxed);
+                    self.fixed_reads.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
         if self.in_flight == 0 {
             return;
         }
-        match self.ring.submit_and_wait(1) {
+        match self.enter() {
             Ok(_) => self.hard_failures = 0,
             // EBUSY: completions must be reaped first; EINTR/EAGAIN: try again.
             Err(e) if retryable(&e) || e.raw_os_error() == Some(libc::EBUSY) => {}
@@ -139,6 +201,7 @@ impl Ring {
             }
         }
         let done: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
+
         for (ud, res) in done {
             self.in_flight -= 1;
             let (id, i) = ((ud >> 32) as u32, (ud & 0xffff_ffff) as usize);
@@ -182,11 +245,170 @@ impl Ring {
         }
     }
 
-    /// The registered buffer wholly holding `buf`, if any.
-    fn fixed_index(&self, buf: &[u8]) -> Option<u16> {
-        let (a, n) = (buf.as_ptr() as usize, buf.len());
+    /// The registered buffer wholly holding `a..a + n`, if any.
+    fn fixed_index(&self, a: usize, n: usize) -> Option<u16> {
         self.registered.iter().find(|&&(ra, rn, _)| a >= ra && a + n <= ra + rn).map(|r| r.2)
     }
+    /// Submits the queued reads and collects completions. A SQPOLL ring waits
+    /// in `submit_and_wait(1)`. Otherwise, as fio does: submit and run the
+    /// completion work without blocking (GETEVENTS with `min_complete` 0); if
+    /// nothing completed, poll that way for up to `spin_us` microseconds, then
+    /// sleep for one completion. Sleeping on every completion costs a wake-up
+    /// each (on a VM, a halted vCPU, an IPI and often stolen time); polling
+    /// keeps the thread running while reads are in flight (never while idle).
+    fn enter(&mut self) -> io::Result<usize> {
+        if self.ring.params().is_setup_sqpoll() {
+            return self.ring.submit_and_wait(1);
+        }
+        let pending = self.ring.submission().len() as u32;
+        // SAFETY: plain `io_uring_enter` calls without an argument pointer; the
+        // SQEs they submit were pushed by `drive` under its own SAFETY argument.
+        let n = unsafe { self.ring.submitter().enter::<libc::sigset_t>(pending, 0, ENTER_GETEVENTS, None) }?;
+        if !self.ring.completion().is_empty() {
+            return Ok(n);
+        }
+        let spin = self.spin_us.load(Ordering::Relaxed);
+        if spin > 0 {
+            let t = std::time::Instant::now();
+            while t.elapsed().as_micros() < spin as u128 {
+                // SAFETY: as above; nothing is submitted.
+                unsafe { self.ring.submitter().enter::<libc::sigset_t>(0, 0, ENTER_GETEVENTS, None) }?;
+                if !self.ring.completion().is_empty() {
+                    return Ok(n);
+                }
+            }
+        }
+        // SAFETY: as above; nothing is submitted.
+        unsafe { self.ring.submitter().enter::<libc::sigset_t>(0, 1, ENTER_GETEVENTS, None) }
+    }
+
+    /// Takes one command from a caller.
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Batch { mut ops, reply } => {
+                let mut id = self.next_id;
+                while self.batches.contains_key(&id) {
+                    id = id.wrapping_add(1);
+                }
+                self.next_id = id.wrapping_add(1);
+                let mut queued = 0;
+                for (i, op) in ops.iter_mut().enumerate() {
+                    op.fixed = self.fixed_index(op.addr, op.len);
+                    if op.need > 0 {
+                        self.queue.push_back((id, i as u32));
+                        queued += 1;
+                    }
+                }
+                self.batches.insert(id, BatchState { ops, in_flight: 0, queued, first: None, reply });
+            }
+            Cmd::SparseBuffers { slots, reply } => {
+                let r = self.ring.submitter().register_buffers_sparse(slots);
+                if r.is_ok() {
+                    self.buffer_slots = slots;
+                }
+                let _ = reply.send(r);
+            }
+            Cmd::Register { addr, len, reply } => {
+                let _ = reply.send(self.register(addr, len));
+            }
+            Cmd::Unregister { addr, len, reply } => {
+                if let Some(at) = self.registered.iter().position(|r| (r.0, r.1) == (addr, len)) {
+                    let (_, _, index) = self.registered.swap_remove(at);
+                    self.registered_count.fetch_sub(1, Ordering::Relaxed);
+                    let empty = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+                    // SAFETY: an empty iovec clears the slot (sparse tables). Nothing is
+                    // read into the slot from here on: the entry is gone, so no batch
+                    // handled after this command uses it, and the caller's contract
+                    // (`Backend::unregister_buffer`) is that no read of its into the
+                    // buffer is still pending.
+                    let _ = unsafe { self.ring.submitter().register_buffers_update(index as u32, &[empty], None) };
+                }
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn register(&mut self, addr: usize, len: usize) -> bool {
+        if self.buffer_slots == 0 || len == 0 {
+            return false;
+        }
+        let Some(index) =
+            (0..self.buffer_slots.min(u16::MAX as u32) as u16).find(|i| self.registered.iter().all(|r| r.2 != *i))
+        else {
+            return false;
+        };
+        let iov = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: len };
+        // SAFETY: `addr..addr + len` is the caller's `&mut [u8]`, valid now; the
+        // kernel pins its pages at registration. The contract of `register_buffer`
+        // has the caller unregister it (or drop this backend, closing the ring)
+        // before the memory is freed, so no READ_FIXED targets it afterwards;
+        // READ_FIXED is only issued for a request buffer lying inside a buffer
+        // registered here. Even a stale registration could only make the kernel
+        // write into the pages it pinned, never into memory Rust has handed to
+        // someone else.
+        match unsafe { self.ring.submitter().register_buffers_update(index as u32, &[iov], None) } {
+            Ok(_) => {
+                self.registered.push((addr, len, index));
+                self.registered_count.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Replies to every batch with nothing left in the ring or the queue.
+    fn finish(&mut self) {
+        let done: Vec<u32> =
+            self.batches.iter().filter(|(_, b)| b.in_flight == 0 && b.queued == 0).map(|(id, _)| *id).collect();
+        for id in done {
+            if let Some(b) = self.batches.remove(&id) {
+                // A caller gone (it cannot be: it blocks on this reply) loses nothing.
+                let _ = b.reply.send((b.ops, b.first));
+            }
+        }
+    }
+
+    /// The I/O thread: takes commands (blocking only when no read is pending),
+    /// drives the ring and replies to finished batches, until every sender is
+    /// gone and nothing is in flight.
+    fn run(mut self, rx: Receiver<Cmd>, limit: usize) {
+        // Reads may be in flight into callers' buffers: if this thread unwound,
+        // the ring would close while they land and their callers would return.
+        let _guard = AbortOnUnwind;
+        loop {
+            if self.in_flight == 0 && self.queue.is_empty() {
+                self.finish();
+                match rx.recv() {
+                    Ok(cmd) => self.handle(cmd),
+                    Err(_) => return,
+                }
+            }
+            while let Ok(cmd) = rx.try_recv() {
+                self.handle(cmd);
+            }
+            self.drive(limit);
+            self.finish();
+        }
+    }
+}
+
+/// Aborts the process if dropped while its thread panics.
+struct AbortOnUnwind;
+
+impl Drop for AbortOnUnwind {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("scone: the io_uring thread panicked with reads possibly in flight; aborting");
+            std::process::abort();
+        }
+    }
+}
+
+/// What the I/O thread reports once its ring is set up.
+struct Started {
+    setup: RingSetup,
+    sqpoll_refused: Option<String>,
+    in_flight_limit: usize,
 }
 
 impl UringBackend {
@@ -223,41 +445,70 @@ impl UringBackend {
             ));
         }
         let len = file.metadata()?.len();
-        let mut sqpoll_refused = None;
-        let ring = match sqpoll_idle_ms {
-            Some(idle) => match sqpoll_ring(queue_depth, idle, cpu) {
-                Ok(r) => r,
-                Err(e) => {
-                    static LOGGED: AtomicBool = AtomicBool::new(false);
-                    if !LOGGED.swap(true, Ordering::Relaxed) {
-                        eprintln!("scone: io_uring SQPOLL refused ({e}); submitting with io_uring_enter");
-                    }
-                    sqpoll_refused = Some(e.to_string());
-                    IoUring::builder().build(queue_depth)?
+        let fd = file.as_raw_fd();
+        let fixed_reads = Arc::new(AtomicU64::new(0));
+        let registered = Arc::new(AtomicUsize::new(0));
+        let spin_us = Arc::new(AtomicU32::new(DEFAULT_SPIN_US));
+        let (tx, rx) = unbounded::<Cmd>();
+        let (started_tx, started_rx) = bounded::<io::Result<Started>>(1);
+        let (f, r, spin) = (fixed_reads.clone(), registered.clone(), spin_us.clone());
+        // The ring is created on the thread that will use it: a SINGLE_ISSUER
+        // ring only accepts submissions and registrations from its creator.
+        let worker = std::thread::Builder::new().name("scone-uring".into()).spawn(move || {
+            let set_up = || -> io::Result<(IoUring, Started)> {
+                let (ring, setup, sqpoll_refused) = build_ring(queue_depth, sqpoll_idle_ms, cpu)?;
+                ring.submitter().register_files(&[fd])?;
+                let p = ring.params();
+                let in_flight_limit = p.sq_entries().min(p.cq_entries()).min(queue_depth).max(1) as usize;
+                Ok((ring, Started { setup, sqpoll_refused, in_flight_limit }))
+            };
+            match set_up() {
+                Ok((ring, started)) => {
+                    let limit = started.in_flight_limit;
+                    let _ = started_tx.send(Ok(started));
+                    let ring = Ring {
+                        ring,
+                        registered: Vec::new(),
+                        buffer_slots: 0,
+                        batches: HashMap::new(),
+                        queue: VecDeque::new(),
+                        in_flight: 0,
+                        next_id: 0,
+                        hard_failures: 0,
+                        fixed_reads: f,
+                        registered_count: r,
+                        spin_us: spin,
+                    };
+                    ring.run(rx, limit);
                 }
-            },
-            None => plain_ring(queue_depth)?,
+                Err(e) => {
+                    let _ = started_tx.send(Err(e));
+                }
+            }
+        })?;
+        let started = started_rx
+            .recv()
+            .map_err(|_| io::Error::other("the io_uring thread exited before setting up its ring"))
+            .and_then(|s| s);
+        let started = match started {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = worker.join();
+                return Err(e);
+            }
         };
-        ring.submitter().register_files(&[file.as_raw_fd()])?;
-        let p = ring.params();
-        let in_flight_limit = p.sq_entries().min(p.cq_entries()).min(queue_depth).max(1) as usize;
         Ok(UringBackend {
-            ring: Mutex::new(Ring {
-                ring,
-                registered: Vec::new(),
-                batches: HashMap::new(),
-                queue: VecDeque::new(),
-                in_flight: 0,
-                next_id: 0,
-                hard_failures: 0,
-            }),
+            tx: Some(tx),
+            worker: Some(worker),
             _file: file,
             len,
-            in_flight_limit,
-            sqpoll_refused,
+            in_flight_limit: started.in_flight_limit,
+            setup: started.setup,
+            sqpoll_refused: started.sqpoll_refused,
             buffer_slots: 0,
-            fixed_reads: AtomicU64::new(0),
-            waiting: AtomicUsize::new(0),
+            fixed_reads,
+            registered,
+            spin_us,
         })
     }
 
@@ -267,21 +518,30 @@ impl UringBackend {
     /// Fails where the kernel lacks sparse tables; the backend then reads as before.
     pub fn enable_registered_buffers(&mut self, slots: u32) -> io::Result<()> {
         let slots = slots.clamp(1, u16::MAX as u32);
-        let g = self.ring.get_mut().unwrap_or_else(|p| p.into_inner());
-        g.ring.submitter().register_buffers_sparse(slots)?;
+        self.ask(|reply| Cmd::SparseBuffers { slots, reply })??;
         self.buffer_slots = slots;
         Ok(())
     }
 
-    /// The ring's lock, counted in `waiting` while blocked on it.
-    fn lock(&self) -> MutexGuard<'_, Ring> {
-        if let Ok(g) = self.ring.try_lock() {
-            return g;
-        }
-        self.waiting.fetch_add(1, Ordering::AcqRel);
-        let g = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        g
+    /// Sends a command to the I/O thread and waits for its answer.
+    fn ask<T>(&self, cmd: impl FnOnce(Sender<T>) -> Cmd) -> io::Result<T> {
+        let (reply, answer) = bounded(1);
+        let gone = || io::Error::other("the io_uring thread is gone");
+        self.tx.as_ref().ok_or_else(gone)?.send(cmd(reply)).map_err(|_| gone())?;
+        answer.recv().map_err(|_| gone())
+    }
+
+    /// How long the I/O thread polls for completions before sleeping, while
+    /// reads are in flight (default [`DEFAULT_SPIN_US`]; 0: sleep at once; no
+    /// effect with SQPOLL). Polling costs CPU on that thread and saves a
+    /// wake-up per completion.
+    pub fn set_spin_us(&self, us: u32) {
+        self.spin_us.store(us, Ordering::Relaxed);
+    }
+
+    /// See [`set_spin_us`](Self::set_spin_us).
+    pub fn spin_us(&self) -> u32 {
+        self.spin_us.load(Ordering::Relaxed)
     }
 
     /// Reads submitted as `READ_FIXED` (into a registered buffer) so far.
@@ -291,7 +551,12 @@ impl UringBackend {
 
     /// Whether a kernel thread polls the submission queue (SQPOLL is on).
     pub fn sqpoll(&self) -> bool {
-        self.ring.lock().unwrap_or_else(|p| p.into_inner()).ring.params().is_setup_sqpoll()
+        self.setup == RingSetup::Sqpoll
+    }
+
+    /// How the ring was set up.
+    pub fn ring_setup(&self) -> RingSetup {
+        self.setup
     }
 
     /// Why SQPOLL was asked for and refused; `None` when on or not asked for.
@@ -305,30 +570,57 @@ impl UringBackend {
     }
 }
 
-/// A ring without SQPOLL, set up with `IORING_SETUP_COOP_TASKRUN` (Linux
-/// 5.19+): completion task work runs when the reading thread next enters the
-/// kernel, which it always does to wait for completions, instead of
-/// interrupting it. Measured on a CPU-bound loop device at queue depth 32
-/// (docs/PERFORMANCE.md): a median of 127 K against 113 K reads/s without it,
-/// over three alternations each with overlapping ranges. Where the kernel
-/// refuses the flag (EINVAL), a plain ring.
-fn plain_ring(queue_depth: u32) -> io::Result<IoUring> {
-    let mut b = IoUring::builder();
-    b.setup_coop_taskrun();
-    match b.build(queue_depth) {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::builder().build(queue_depth),
-        r => r,
+impl Drop for UringBackend {
+    fn drop(&mut self) {
+        // No batch is pending (`read_batch` borrows `self`), so the thread sees
+        // the channel close, finds nothing in flight, and closes the ring.
+        self.tx = None;
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
     }
 }
 
-/// A ring with a submission-queue polling thread (bound to `cpu` if given).
-fn sqpoll_ring(queue_depth: u32, idle_ms: u32, cpu: Option<u32>) -> io::Result<IoUring> {
-    let mut b = IoUring::builder();
-    b.setup_sqpoll(idle_ms);
-    if let Some(cpu) = cpu {
-        b.setup_sqpoll_cpu(cpu);
+/// The ring for these options and how it was set up: with SQPOLL when asked
+/// (falling back to a plain ring, logged once, where refused); otherwise the
+/// best of `SINGLE_ISSUER | DEFER_TASKRUN | COOP_TASKRUN` (6.1+),
+/// `COOP_TASKRUN` (5.19+) and no flags that the kernel accepts.
+///
+/// Measured on a CPU-bound loop device at queue depth 32 (docs/PERFORMANCE.md):
+/// COOP_TASKRUN raised the median from 113 K to 127 K reads/s over a plain ring;
+/// DEFER_TASKRUN's figures are there too.
+fn build_ring(
+    queue_depth: u32,
+    sqpoll_idle_ms: Option<u32>,
+    cpu: Option<u32>,
+) -> io::Result<(IoUring, RingSetup, Option<String>)> {
+    if let Some(idle) = sqpoll_idle_ms {
+        let mut b = IoUring::builder();
+        b.setup_sqpoll(idle);
+        if let Some(cpu) = cpu {
+            b.setup_sqpoll_cpu(cpu);
+        }
+        return match b.build(queue_depth) {
+            Ok(r) => Ok((r, RingSetup::Sqpoll, None)),
+            Err(e) => {
+                static LOGGED: AtomicBool = AtomicBool::new(false);
+                if !LOGGED.swap(true, Ordering::Relaxed) {
+                    eprintln!("scone: io_uring SQPOLL refused ({e}); submitting with io_uring_enter");
+                }
+                Ok((IoUring::builder().build(queue_depth)?, RingSetup::Plain, Some(e.to_string())))
+            }
+        };
     }
-    b.build(queue_depth)
+    let einval = |r: &io::Result<IoUring>| matches!(r, Err(e) if e.raw_os_error() == Some(libc::EINVAL));
+    let r = IoUring::builder().setup_coop_taskrun().setup_single_issuer().setup_defer_taskrun().build(queue_depth);
+    if !einval(&r) {
+        return r.map(|r| (r, RingSetup::DeferTaskrun, None));
+    }
+    let r = IoUring::builder().setup_coop_taskrun().build(queue_depth);
+    if !einval(&r) {
+        return r.map(|r| (r, RingSetup::CoopTaskrun, None));
+    }
+    Ok((IoUring::builder().build(queue_depth)?, RingSetup::Plain, None))
 }
 
 impl Backend for UringBackend {
@@ -344,57 +636,30 @@ impl Backend for UringBackend {
     }
 
     fn read_batch(&self, reqs: &mut [ReadReq<'_>]) -> Result<(), BatchError> {
-        let mut g = self.lock();
-        let mut id = g.next_id;
-        while g.batches.contains_key(&id) {
-            id = id.wrapping_add(1);
-        }
-        g.next_id = id.wrapping_add(1);
-        let mut ops = Vec::with_capacity(reqs.len());
-        for r in reqs.iter_mut() {
-            r.filled = 0;
-            let fixed = g.fixed_index(r.buf);
-            ops.push(Op {
-                addr: r.buf.as_mut_ptr() as usize,
-                len: r.buf.len(),
-                offset: r.offset,
-                need: r.need,
-                filled: 0,
-                fixed,
-            });
-        }
-        let mut queued = 0;
-        for (i, op) in ops.iter().enumerate() {
-            if op.need > 0 {
-                g.queue.push_back((id, i as u32));
-                queued += 1;
-            }
-        }
-        g.batches.insert(id, BatchState { ops, in_flight: 0, queued, first: None });
-        // Drive the ring (every batch's reads, in order) until this batch is done.
-        while g.batches.get(&id).is_some_and(|b| b.in_flight > 0 || b.queued > 0) {
-            g.drive(self.in_flight_limit, &self.fixed_reads);
-            // Let a caller waiting for the lock in (to queue its batch, or to
-            // collect one that is done) have it, so batches overlap; whoever
-            // holds it drives every batch's reads.
-            let w = self.waiting.load(Ordering::Acquire);
-            if w > 0 {
-                drop(g);
-                for _ in 0..64 {
-                    if self.waiting.load(Ordering::Acquire) < w {
-                        break;
-                    }
-                    std::thread::yield_now();
+        let ops: Vec<Op> = reqs
+            .iter_mut()
+            .map(|r| {
+                r.filled = 0;
+                Op {
+                    addr: r.buf.as_mut_ptr() as usize,
+                    len: r.buf.len(),
+                    offset: r.offset,
+                    need: r.need,
+                    filled: 0,
+                    fixed: None,
                 }
-                g = self.lock();
-            }
-        }
-        let Some(st) = g.batches.remove(&id) else { return Ok(()) };
-        drop(g);
-        for (r, op) in reqs.iter_mut().zip(&st.ops) {
+            })
+            .collect();
+        let first_offset = reqs.first().map_or(0, |r| r.offset);
+        // Blocks until the I/O thread has finished every read of the batch: the
+        // buffers stay borrowed (by `reqs`) until then.
+        let (ops, first) = self
+            .ask(|reply| Cmd::Batch { ops, reply })
+            .map_err(|source| BatchError { offset: first_offset, source })?;
+        for (r, op) in reqs.iter_mut().zip(&ops) {
             r.filled = op.filled;
         }
-        match st.first {
+        match first {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -412,44 +677,27 @@ impl Backend for UringBackend {
         Some(UringBackend::sqpoll(self))
     }
 
+    fn ring_setup(&self) -> Option<String> {
+        Some(match self.setup {
+            RingSetup::Sqpoll => self.setup.name().to_string(),
+            s => format!("{}, poll {} us", s.name(), self.spin_us()),
+        })
+    }
+
     fn register_buffer(&self, buf: &mut [u8]) -> bool {
         if self.buffer_slots == 0 || buf.is_empty() {
             return false;
         }
-        let mut g = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(index) = (0..self.buffer_slots as u16).find(|i| g.registered.iter().all(|r| r.2 != *i)) else {
-            return false;
-        };
-        let iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-        // SAFETY: `buf` is valid for `buf.len()` bytes now; the kernel pins its
-        // pages at registration. The contract of `register_buffer` has the caller
-        // unregister it (or drop this backend, closing the ring) before the memory
-        // is freed, so no READ_FIXED targets it afterwards; READ_FIXED is only
-        // issued for a request buffer lying inside a buffer registered here.
-        // Even a stale registration could only make the kernel write into the
-        // pages it pinned, never into memory Rust has handed to someone else.
-        match unsafe { g.ring.submitter().register_buffers_update(index as u32, &[iov], None) } {
-            Ok(_) => {
-                g.registered.push((buf.as_ptr() as usize, buf.len(), index));
-                true
-            }
-            Err(_) => false,
-        }
+        let (addr, len) = (buf.as_mut_ptr() as usize, buf.len());
+        self.ask(|reply| Cmd::Register { addr, len, reply }).unwrap_or(false)
     }
 
     fn unregister_buffer(&self, buf: &[u8]) {
-        let mut g = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (buf.as_ptr() as usize, buf.len());
-        let Some(at) = g.registered.iter().position(|r| (r.0, r.1) == key) else { return };
-        let (_, _, index) = g.registered.swap_remove(at);
-        let empty = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
-        // SAFETY: an empty iovec clears the slot (sparse tables); nothing is read
-        // into the slot from here on (the entry is gone and we hold the ring lock,
-        // so no batch is in flight).
-        let _ = unsafe { g.ring.submitter().register_buffers_update(index as u32, &[empty], None) };
+        let (addr, len) = (buf.as_ptr() as usize, buf.len());
+        let _ = self.ask(|reply| Cmd::Unregister { addr, len, reply });
     }
 
     fn registered_buffers(&self) -> usize {
-        self.ring.lock().unwrap_or_else(|p| p.into_inner()).registered.len()
+        self.registered.load(Ordering::Relaxed)
     }
 }
