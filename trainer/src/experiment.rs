@@ -3,8 +3,9 @@
 //! tables, and the three perplexities of docs/TRAINING.md:
 //! (a) the baseline, (b) SCONE computing f-gram embeddings on the fly,
 //! (c) SCONE reading them from the engine table. (a) is also measured for
-//! `baseline-tied`, whose token embedding doubles as its output head so that
-//! it has exactly the SCONE LM's accelerator-resident parameters.
+//! `baseline-tied`, whose token embedding doubles as its output head: it is
+//! exactly the SCONE runs' main model (same accelerator-resident parameters
+//! and FLOPs per token), fed with T(token) alone.
 //!
 //! Presets: `quick` (the README's demo, a few minutes on 2 cores) and `full`
 //! (the scaling curves: three table sizes K by two f-gram model sizes).
@@ -42,6 +43,9 @@ pub struct ExperimentConfig {
     pub top_k: Vec<usize>,
     pub context: usize,
     pub lm: StackConfig,
+    /// SCONE's f-gram models, one run per model and K. Each reads the LM's
+    /// token embedding and outputs the LM's input, so its `d_model` must be
+    /// the LM's; its size is set by its layers (and heads, d_ff).
     pub fgram_models: Vec<StackConfig>,
     /// Also train `baseline-tied`: the baseline with its token embedding tied
     /// to the output head, at the SCONE LM's accelerator-resident parameters.
@@ -94,9 +98,11 @@ impl ExperimentConfig {
             top_k: vec![4_000, 32_000, 256_000],
             context: 64,
             lm: StackConfig { d_model: 128, n_layers: 2, n_heads: 4, d_ff: 512 },
+            // 0.5x and 2x the LM's layers, at its width (the paper varies the
+            // f-gram model's size by its layers).
             fgram_models: vec![
                 StackConfig { d_model: 128, n_layers: 1, n_heads: 4, d_ff: 512 },
-                StackConfig { d_model: 192, n_layers: 2, n_heads: 4, d_ff: 768 },
+                StackConfig { d_model: 128, n_layers: 4, n_heads: 4, d_ff: 512 },
             ],
             tied_baseline: true,
             steps: 600,
@@ -117,6 +123,18 @@ impl ExperimentConfig {
             "full" => Some(Self::full()),
             _ => None,
         }
+    }
+
+    /// Refuses a configuration whose f-gram models are not at the LM's width.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        if let Some((i, f)) = self.fgram_models.iter().enumerate().find(|(_, f)| f.d_model != self.lm.d_model) {
+            return Err(TrainError::Data(format!(
+                "f-gram model f{i} has width {}, the LM's d_model is {}: the f-gram model reads the LM's token \
+                 embedding and its output is the LM's input, so it runs at the LM's width (size it by its layers)",
+                f.d_model, self.lm.d_model
+            )));
+        }
+        Ok(())
     }
 
     fn train_config(&self) -> TrainConfig {
@@ -192,6 +210,9 @@ pub struct RunResult {
     /// F-grams in the table (0 for the baseline).
     pub k: usize,
     pub fgram_model: Option<StackConfig>,
+    /// Parameters the f-gram model owns (positions, blocks, final norm); the
+    /// token embedding it reads is the LM's, in `accelerator_params`. Not
+    /// needed at inference.
     pub fgram_params: usize,
     pub accelerator_params: usize,
     pub inference_flops_per_token: u64,
@@ -225,9 +246,9 @@ pub struct Outcome {
 /// One run of an experiment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Plan {
-    /// (a): the LM with its own token embedding; `tied` shares it with the output head.
+    /// (a): the LM fed by its token embedding; `tied` shares it with the output head.
     Baseline { tied: bool },
-    /// SCONE with the top `k` f-grams and f-gram model `fgram_model`.
+    /// SCONE with the top `k` f-grams and f-gram model `fgram_model`, on the tied LM.
     Scone { k: usize, fgram_model: usize },
 }
 
@@ -260,23 +281,12 @@ pub fn run_names(cfg: &ExperimentConfig) -> Vec<String> {
 
 /// The model configuration of `plan` at vocabulary `vocab`.
 fn model_config(cfg: &ExperimentConfig, vocab: usize, plan: Plan) -> ModelConfig {
-    let lm = |token_embedding, tie_embeddings| LmConfig {
-        vocab,
-        context: cfg.context,
-        stack: cfg.lm,
-        token_embedding,
-        tie_embeddings,
-    };
+    let lm = |tie_embeddings| LmConfig { vocab, context: cfg.context, stack: cfg.lm, tie_embeddings };
     match plan {
-        Plan::Baseline { tied } => ModelConfig { lm: lm(true, tied), fgram: None },
+        Plan::Baseline { tied } => ModelConfig { lm: lm(tied), fgram: None },
         Plan::Scone { fgram_model, .. } => ModelConfig {
-            lm: lm(false, false),
-            fgram: Some(FgramConfig {
-                vocab,
-                n_max: cfg.n_max,
-                stack: cfg.fgram_models[fgram_model],
-                out_dim: cfg.lm.d_model,
-            }),
+            lm: lm(true),
+            fgram: Some(FgramConfig { n_max: cfg.n_max, stack: cfg.fgram_models[fgram_model] }),
         },
     }
 }
@@ -302,6 +312,7 @@ pub fn run_selected(
         let p = p.to_path_buf();
         move |source| TrainError::Io { path: p, source }
     };
+    cfg.validate()?;
     let plans = plans(cfg);
     let names = run_names(cfg);
     if let Some(only) = only {
@@ -411,7 +422,7 @@ pub fn run_selected(
                 });
                 let tied_note = if tied {
                     format!(
-                        " (token embedding tied to the output head: {} accelerator params, as SCONE's LM)",
+                        " (token embedding tied to the output head: SCONE's LM, {} accelerator params)",
                         mcfg.lm.accelerator_params()
                     )
                 } else {
@@ -457,7 +468,7 @@ pub fn run_selected(
                 })?;
                 let coverage = coverage(&set, eval_stream, cfg.context);
                 report.line(&format!(
-                    "   {name:<12} exported {} f-gram rows + {vocab} token rows ({}, {:.1} MB) -> {}  [{:.1} s]",
+                    "   {name:<12} exported {} f-gram rows + {vocab} token rows (T) ({}, {:.1} MB) -> {}  [{:.1} s]",
                     summary.rows,
                     cfg.table_dtype,
                     summary.file_bytes as f64 / 1e6,
@@ -525,13 +536,19 @@ fn train_one(
 ) -> Result<(Trainer, f64, f64), TrainError> {
     let dir = out.join("runs").join(name);
     let mut trainer = if dir.join("checkpoint.json").exists() {
-        let t = Trainer::resume(&dir, fgrams, dev)?;
-        if t.model.cfg != model_cfg || t.cfg != cfg.train_config() {
+        // Compared before loading: a checkpoint of another model (another
+        // configuration, or one written before the model changed) is refused
+        // here rather than failing on its parameters.
+        let (saved_model, saved_train) = Trainer::checkpoint_configs(&dir)?;
+        if saved_model != model_cfg || saved_train != cfg.train_config() {
             return Err(TrainError::Checkpoint {
                 path: dir,
-                reason: "belongs to a different configuration; remove it or use another --out".into(),
+                reason: "belongs to a different configuration or an earlier version of the model; remove it or \
+                         use another --out"
+                    .into(),
             });
         }
+        let t = Trainer::resume(&dir, fgrams, dev)?;
         report.line(&format!("   {name:<12} resuming from step {}", t.step()));
         t
     } else {

@@ -1,7 +1,9 @@
 //! From a trained SCONE model to an engine table, and back into the model:
-//! the f-gram model is run once over every f-gram (and every single token,
-//! for the per-token block) and its outputs are bulk-loaded hottest-first;
-//! at inference the LM's inputs are read from that table.
+//! the f-gram model is run once over every f-gram and its outputs are
+//! bulk-loaded hottest-first; the per-token block holds the LM's token
+//! embedding T, the input of positions where no f-gram ends. At inference
+//! the LM's inputs are read from that table (T also stays on the
+//! accelerator as the tied output head).
 
 use std::path::Path;
 
@@ -26,8 +28,8 @@ pub struct ExportConfig {
     pub source: String,
 }
 
-/// Runs the f-gram model over `fgrams` (hottest first, with their counts)
-/// and over every token id, and writes the table at `path`.
+/// Runs the f-gram model over `fgrams` (hottest first, with their counts),
+/// adds T's rows as the per-token block, and writes the table at `path`.
 pub fn export_table(
     model: &Model,
     fgrams: &[NgramCount],
@@ -58,11 +60,10 @@ pub fn export_table(
         done += chunk.len() as u64;
         progress(done, total);
     }
-    let ids: Vec<[u32; 1]> = (0..lm.vocab as u32).map(|t| [t]).collect();
-    for chunk in ids.chunks(batch) {
-        let refs: Vec<&[u32]> = chunk.iter().map(|t| t.as_slice()).collect();
-        for row in fm.forward(&refs, model.device())?.to_vec2::<f32>()? {
-            b.push_token_row(&row).map_err(engine_err)?;
+    let token_rows = model.lm.token_embedding().to_vec2::<f32>()?;
+    for chunk in token_rows.chunks(batch) {
+        for row in chunk {
+            b.push_token_row(row).map_err(engine_err)?;
         }
         done += chunk.len() as u64;
         progress(done, total);
@@ -71,8 +72,8 @@ pub fn export_table(
 }
 
 /// The LM's input embeddings [B, T, d] for `windows`, read from an engine
-/// table: the longest f-gram's row at each position, the token's own row
-/// where none matches. Matching sees only the window, as training did.
+/// table: the longest f-gram's row at each position, the token's row (T)
+/// from the per-token block where none matches. Matching sees only the window, as training did.
 pub fn table_inputs(table: &Table, model: &Model, windows: &[&[u32]]) -> Result<Tensor, TrainError> {
     let d = table.dim();
     if d != model.cfg.lm.stack.d_model {

@@ -45,36 +45,53 @@ impl FgramSet {
     }
 
     /// Length of the longest f-gram that ends at `window[t]` and starts inside
-    /// the window; 1 (the token alone) when none does.
+    /// the window; 1 when none does (the position then takes the token's
+    /// embedding T(token)).
     pub fn longest(&self, window: &[u32], t: usize) -> usize {
         let max = self.n_max.min(t + 1);
         (2..=max).rev().find(|&n| self.map.contains_key(&window[t + 1 - n..=t])).unwrap_or(1)
     }
 }
 
-/// The distinct n-grams a batch of windows needs and, per position, which one.
+/// What a batch of windows needs: the distinct f-grams (2+ tokens) ending at
+/// its positions, the distinct tokens at positions where none ends, and per
+/// position which of the two. The rows of a batch are laid out as
+/// `[f-gram embeddings of fgrams..., T rows of tokens...]`, and `index`
+/// points into that.
 pub struct BatchNgrams<'a> {
-    pub unique: Vec<&'a [u32]>,
-    /// Row-major [windows, positions] indices into `unique`.
+    pub fgrams: Vec<&'a [u32]>,
+    pub tokens: Vec<u32>,
+    /// Row-major [windows, positions] indices into `fgrams ++ tokens`.
     pub index: Vec<u32>,
 }
 
 impl<'a> BatchNgrams<'a> {
     pub fn new(set: &FgramSet, windows: &[&'a [u32]]) -> BatchNgrams<'a> {
+        // Ids are handed out in one pass, f-grams as even numbers and tokens
+        // as odd ones, then mapped onto the final layout.
         let mut ids: HashMap<&'a [u32], u32> = HashMap::new();
-        let mut unique = Vec::new();
+        let (mut fgrams, mut tokens) = (Vec::new(), Vec::new());
         let mut index = Vec::with_capacity(windows.iter().map(|w| w.len()).sum());
         for w in windows {
             for t in 0..w.len() {
                 let n = set.longest(w, t);
                 let g = &w[t + 1 - n..=t];
                 let id = *ids.entry(g).or_insert_with(|| {
-                    unique.push(g);
-                    unique.len() as u32 - 1
+                    if n >= 2 {
+                        fgrams.push(g);
+                        2 * (fgrams.len() as u32 - 1)
+                    } else {
+                        tokens.push(g[0]);
+                        2 * (tokens.len() as u32 - 1) + 1
+                    }
                 });
                 index.push(id);
             }
         }
-        BatchNgrams { unique, index }
+        let n_fgrams = fgrams.len() as u32;
+        for i in &mut index {
+            *i = if *i % 2 == 0 { *i / 2 } else { n_fgrams + *i / 2 };
+        }
+        BatchNgrams { fgrams, tokens, index }
     }
 }

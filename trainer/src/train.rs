@@ -222,6 +222,14 @@ impl Trainer {
         Ok(())
     }
 
+    /// The model and training configurations of the checkpoint in `dir`, read
+    /// without building the model, so a caller can refuse a checkpoint of
+    /// another configuration before loading it.
+    pub fn checkpoint_configs(dir: &Path) -> Result<(ModelConfig, TrainConfig), TrainError> {
+        let meta = read_meta(dir)?;
+        Ok((meta.model, meta.train))
+    }
+
     /// Continues the run checkpointed in `dir`. `fgrams` must be the f-gram
     /// list the run was started with (checked by fingerprint).
     pub fn resume(dir: &Path, fgrams: Option<Arc<FgramSet>>, device: &Device) -> Result<Trainer, TrainError> {
@@ -260,7 +268,8 @@ fn read_meta(dir: &Path) -> Result<Meta, TrainError> {
     if xxhash_rust::xxh3::xxh3_64(json.as_bytes()) != stored {
         return Err(bad("checksum mismatch (edited or damaged)".into()));
     }
-    let meta: Meta = serde_json::from_str(json).map_err(|e| bad(format!("unreadable: {e}")))?;
+    let meta: Meta =
+        serde_json::from_str(json).map_err(|e| bad(format!("unreadable (another trainer version?): {e}")))?;
     if meta.format != CHECKPOINT_FORMAT {
         return Err(bad(format!("format {:?}, expected {CHECKPOINT_FORMAT:?}", meta.format)));
     }

@@ -1,5 +1,6 @@
 //! The experiment driver's run selection: `run_selected` trains and evaluates
-//! only the named runs and keeps the others' rows from results.json.
+//! only the named runs and keeps the others' rows from results.json; an
+//! f-gram model of another width than the LM's is refused.
 
 use trainer::experiment::{run, run_names, run_selected, ExperimentConfig, Report};
 
@@ -33,6 +34,9 @@ fn selected_runs_merge_into_the_existing_results() {
     assert_eq!(tied.accelerator_params, scone.accelerator_params);
     assert_eq!(tied.accelerator_params, base.accelerator_params - 2048 * cfg.lm.d_model);
     assert_eq!(tied.inference_flops_per_token, base.inference_flops_per_token);
+    assert_eq!(tied.inference_flops_per_token, scone.inference_flops_per_token);
+    // The f-gram model's own parameters: positions and blocks (it reads the LM's T).
+    assert_eq!(scone.fgram_params, cfg.n_max * cfg.lm.d_model + cfg.fgram_models[0].block_params());
 
     // Only the tied baseline: resumed from its finished checkpoint and
     // evaluated again; the other rows come back from results.json as written.
@@ -56,4 +60,15 @@ fn selected_runs_merge_into_the_existing_results() {
     other.seed += 1;
     let e = run_selected(&other, dir.path(), Some(&only), &Quiet).err().expect("another configuration");
     assert!(e.to_string().contains("another configuration"), "{e}");
+}
+
+#[test]
+fn an_fgram_model_of_another_width_is_refused() {
+    let mut cfg = tiny();
+    cfg.fgram_models[0].d_model = 2 * cfg.lm.d_model;
+    let dir = tempfile::tempdir().unwrap();
+    let e = run(&cfg, dir.path(), &Quiet).err().expect("a wider f-gram model");
+    assert!(e.to_string().contains("f-gram model f0 has width 128, the LM's d_model is 64"), "{e}");
+    // Refused before any work: nothing written.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }

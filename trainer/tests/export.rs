@@ -1,4 +1,5 @@
-//! Export → build → lookup gives the f-gram model's own outputs, and
+//! Export → build → lookup gives the f-gram model's own outputs for the
+//! f-grams and the LM's token embedding T in the per-token block, and
 //! perplexity read from the table equals perplexity computed on the fly to
 //! the storage dtype's precision.
 
@@ -33,8 +34,8 @@ fn setup() -> Setup {
     let vocab = tok.vocab_size() as usize;
     let stack = StackConfig { d_model: 24, n_layers: 1, n_heads: 2, d_ff: 48 };
     let cfg = ModelConfig {
-        lm: LmConfig { vocab, context: 16, stack, token_embedding: false, tie_embeddings: false },
-        fgram: Some(FgramConfig { vocab, n_max: 3, stack, out_dim: 24 }),
+        lm: LmConfig { vocab, context: 16, stack, tie_embeddings: true },
+        fgram: Some(FgramConfig { n_max: 3, stack }),
     };
     let set = Arc::new(FgramSet::new(&fgrams, 3));
     let model = Model::new(cfg, Some(set), 5, &Device::Cpu).unwrap();
@@ -71,7 +72,7 @@ fn export(s: &Setup, dtype: Dtype, dir: &std::path::Path) -> Table {
 }
 
 #[test]
-fn exported_rows_are_the_fgram_models_outputs() {
+fn exported_rows_are_the_fgram_models_outputs_and_the_token_embedding() {
     let s = setup();
     let dir = tempfile::tempdir().unwrap();
     let table = export(&s, Dtype::F32, dir.path());
@@ -79,7 +80,7 @@ fn exported_rows_are_the_fgram_models_outputs() {
     let fm = model.fgram.as_ref().unwrap();
     assert!(table.has_token_rows());
     assert_eq!(table.tokenizer().unwrap().1, s.tokenizer.to_bytes().as_slice());
-    // Every 7th f-gram, plus some single tokens through the per-token block.
+    // Every 7th f-gram; then the per-token block, which is T.
     let picks: Vec<&NgramCount> = s.fgrams.iter().step_by(7).collect();
     let refs: Vec<&[u32]> = picks.iter().map(|f| f.tokens.as_slice()).collect();
     let want = fm.forward(&refs, &Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
@@ -91,14 +92,11 @@ fn exported_rows_are_the_fgram_models_outputs() {
             assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{:?}: {a} vs {b}", f.tokens);
         }
     }
-    let tokens: Vec<[u32; 1]> = (0..s.tokenizer.vocab_size()).step_by(13).map(|t| [t]).collect();
-    let refs: Vec<&[u32]> = tokens.iter().map(|t| t.as_slice()).collect();
-    let want = fm.forward(&refs, &Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
-    for (t, want) in tokens.iter().zip(&want) {
-        let got: Vec<f32> = f32s(table.token_row_bytes(t[0]).unwrap());
-        for (a, b) in got.iter().zip(want) {
-            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "token {}: {a} vs {b}", t[0]);
-        }
+    let t_rows = model.lm.token_embedding().to_vec2::<f32>().unwrap();
+    assert_eq!(t_rows.len(), s.tokenizer.vocab_size() as usize);
+    for (t, want) in t_rows.iter().enumerate() {
+        let got: Vec<f32> = f32s(table.token_row_bytes(t as u32).unwrap());
+        assert_eq!(&got, want, "token {t}");
     }
     // Hottest first: counts never increase along the slots.
     let counts: Vec<u64> = (0..table.rows() as u32).map(|s| table.count(s).unwrap()).collect();

@@ -1,7 +1,8 @@
 //! Training behaviour on a small slice of the bundled corpus: loss goes down
 //! for every model (baseline, tied baseline, SCONE), an interrupted run
-//! resumes to the same weights, and the tied baseline has the SCONE LM's
-//! accelerator-resident parameters with one shared embedding matrix.
+//! resumes to the same weights, and the tied baseline is SCONE's LM (the same
+//! parameters, one token embedding shared with the output head), with the
+//! f-gram model owning only its positions and blocks.
 
 use std::sync::Arc;
 
@@ -34,9 +35,10 @@ fn stack(d: usize, layers: usize) -> StackConfig {
     StackConfig { d_model: d, n_layers: layers, n_heads: 2, d_ff: 2 * d }
 }
 
+/// SCONE runs on the tied LM, as in the experiments.
 fn config(vocab: usize, scone: bool) -> ModelConfig {
-    let lm = LmConfig { vocab, context: 16, stack: stack(32, 1), token_embedding: !scone, tie_embeddings: false };
-    let fgram = scone.then_some(FgramConfig { vocab, n_max: 3, stack: stack(32, 1), out_dim: 32 });
+    let lm = LmConfig { vocab, context: 16, stack: stack(32, 1), tie_embeddings: scone };
+    let fgram = scone.then_some(FgramConfig { n_max: 3, stack: stack(32, 1) });
     ModelConfig { lm, fgram }
 }
 
@@ -49,7 +51,7 @@ enum Kind {
 
 fn config_of(vocab: usize, kind: Kind) -> ModelConfig {
     let mut c = config(vocab, kind == Kind::Scone);
-    c.lm.tie_embeddings = kind == Kind::Tied;
+    c.lm.tie_embeddings |= kind == Kind::Tied;
     c
 }
 
@@ -97,16 +99,25 @@ fn tied_baseline_has_the_scone_lms_accelerator_params() {
     }
     let f = scone.cfg.fgram.unwrap();
     assert_eq!(f.params(), scone.params.count("fgram."));
+    // The f-gram model owns its positions and blocks, no token embedding or projection.
+    assert_eq!(f.params(), 3 * 32 + f.stack.block_params());
     let emb = d.vocab * 32;
     assert_eq!(tied.params.count("lm."), untied.params.count("lm.") - emb);
-    assert_eq!(tied.params.count("lm."), scone.params.count("lm."));
+    // SCONE's LM is the tied baseline: the same parameters, names and shapes.
+    let shapes = |m: &Model, prefix: &str| -> Vec<(String, Vec<usize>)> {
+        m.params.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), v.dims().to_vec())).collect()
+    };
+    assert_eq!(shapes(&scone, "lm."), shapes(&tied, "lm."));
+    assert_eq!(shapes(&scone, "").len(), shapes(&tied, "").len() + shapes(&scone, "fgram.").len());
+    assert_eq!(scone.cfg.lm, tied.cfg.lm);
     assert!(tied.params.get("lm.head.weight").is_none() && tied.params.get("lm.head.bias").is_some());
     assert_eq!(tied.cfg.lm.flops_per_token(), untied.cfg.lm.flops_per_token());
     assert_eq!(tied.cfg.lm.flops_per_token(), scone.cfg.lm.flops_per_token());
-    // Tying needs a token embedding.
+    // An f-gram model of another width than the LM's is refused.
     let mut bad = config_of(d.vocab, Kind::Scone);
-    bad.lm.tie_embeddings = true;
-    assert!(Model::new(bad, Some(d.fgrams.clone()), 1, &Device::Cpu).is_err());
+    bad.fgram.as_mut().unwrap().stack = stack(48, 1);
+    let e = Model::new(bad, Some(d.fgrams.clone()), 1, &Device::Cpu).err().expect("width 48 against 32");
+    assert!(e.to_string().contains("differs from the LM's d_model 32"), "{e}");
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! The two models: the main LM (baseline, or SCONE's with its input
-//! embeddings supplied from outside) and the f-gram model.
+//! The two models: the main LM, which owns the token embedding T (tied to
+//! its output head or not), and SCONE's f-gram model, which reads T.
 
 use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
@@ -7,33 +7,32 @@ use serde::{Deserialize, Serialize};
 use super::layers::{Linear, Stack, StackConfig};
 use super::params::Params;
 
-/// The main language model.
+/// The main language model: token embedding T, learned positions, blocks,
+/// output head. The baselines read their inputs from T; SCONE's LM takes its
+/// input embeddings from outside (the f-gram model or T in training, the
+/// engine table at inference) and still owns T.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LmConfig {
     pub vocab: usize,
     /// Longest sequence (learned positions).
     pub context: usize,
     pub stack: StackConfig,
-    /// Baseline: the LM owns a token embedding table. SCONE: it does not; its
-    /// inputs come from the f-gram model (training) or the engine (inference).
-    pub token_embedding: bool,
-    /// Baseline only: the output head's weight is the token embedding
-    /// (transposed), one matrix serving both ends, so the LM has exactly the
-    /// SCONE LM's accelerator-resident parameters. Absent in checkpoints and
-    /// results written before it existed: untied.
+    /// The output head's weight is the token embedding T (transposed), one
+    /// matrix serving both ends (`baseline-tied` and every SCONE LM). Absent
+    /// in checkpoints and results written before it existed: untied.
     #[serde(default)]
     pub tie_embeddings: bool,
 }
 
 impl LmConfig {
     /// Parameters that live on the accelerator at inference: everything the
-    /// LM owns (for SCONE the input embeddings are off-accelerator rows). A
-    /// tied token embedding and output head are one matrix, counted once.
+    /// LM owns, T included (it is the output head when tied, and the
+    /// baselines' input embedding). A tied T and head are one matrix, counted
+    /// once. SCONE's f-gram embeddings are off-accelerator table rows.
     pub fn accelerator_params(&self) -> usize {
         let d = self.stack.d_model;
-        let emb = if self.token_embedding { self.vocab * d } else { 0 };
         let head_weight = if self.tie_embeddings { 0 } else { d * self.vocab };
-        emb + self.context * d + self.stack.block_params() + head_weight + self.vocab
+        self.vocab * d + self.context * d + self.stack.block_params() + head_weight + self.vocab
     }
 
     /// Inference FLOPs per token at full context: blocks plus the output
@@ -45,7 +44,7 @@ impl LmConfig {
 
 pub struct Lm {
     pub cfg: LmConfig,
-    tok_emb: Option<Tensor>,
+    tok_emb: Tensor,
     pos_emb: Tensor,
     stack: Stack,
     head: Head,
@@ -54,9 +53,9 @@ pub struct Lm {
 /// The output projection: its own weight, or the token embedding's transpose.
 enum Head {
     Own(Linear),
-    /// Logits are `x · tok_embᵀ + bias`; the embedding is the same tensor (the
-    /// same parameter) that [`Lm::embed`] reads, so backprop sums both uses'
-    /// gradients into it.
+    /// Logits are `x · Tᵀ + bias`; T is the same tensor (the same parameter)
+    /// that [`Lm::embed`] and SCONE's f-gram model read, so backprop sums
+    /// every use's gradients into it.
     Tied {
         bias: Tensor,
     },
@@ -65,10 +64,7 @@ enum Head {
 impl Lm {
     pub fn new(p: &mut Params, cfg: LmConfig) -> Result<Lm> {
         let d = cfg.stack.d_model;
-        if cfg.tie_embeddings && !cfg.token_embedding {
-            candle_core::bail!("tied embeddings need the LM's own token embedding (a baseline, not SCONE)");
-        }
-        let tok_emb = if cfg.token_embedding { Some(p.normal("lm.tok_emb", &[cfg.vocab, d], 0.02)?) } else { None };
+        let tok_emb = p.normal("lm.tok_emb", &[cfg.vocab, d], 0.02)?;
         let pos_emb = p.normal("lm.pos_emb", &[cfg.context, d], 0.01)?;
         let stack = Stack::new(p, "lm", cfg.stack)?;
         let head = if cfg.tie_embeddings {
@@ -79,11 +75,15 @@ impl Lm {
         Ok(Lm { cfg, tok_emb, pos_emb, stack, head })
     }
 
-    /// Token embeddings of `ids` [B, T] (baseline only).
+    /// The token embedding T [vocab, d] (the trainable parameter itself).
+    pub fn token_embedding(&self) -> &Tensor {
+        &self.tok_emb
+    }
+
+    /// Token embeddings T(ids) of `ids` [B, T].
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        let Some(emb) = &self.tok_emb else { candle_core::bail!("this LM has no token embedding (SCONE)") };
         let (b, t) = ids.dims2()?;
-        emb.embedding(&ids.flatten_all()?)?.reshape((b, t, self.cfg.stack.d_model))
+        self.tok_emb.embedding(&ids.flatten_all()?)?.reshape((b, t, self.cfg.stack.d_model))
     }
 
     /// Logits [B, T, vocab] from input embeddings [B, T, d].
@@ -94,64 +94,79 @@ impl Lm {
         }
         let x = x.broadcast_add(&self.pos_emb.narrow(0, 0, t)?)?;
         let h = self.stack.forward(&x)?;
-        match (&self.head, &self.tok_emb) {
-            (Head::Own(head), _) => head.forward(&h),
-            (Head::Tied { bias }, Some(emb)) => {
+        match &self.head {
+            Head::Own(head) => head.forward(&h),
+            Head::Tied { bias } => {
                 let (b, t, d) = h.dims3()?;
-                let logits = h.reshape((b * t, d))?.matmul(&emb.t()?)?.broadcast_add(bias)?;
+                let logits = h.reshape((b * t, d))?.matmul(&self.tok_emb.t()?)?.broadcast_add(bias)?;
                 logits.reshape((b, t, self.cfg.vocab))
             }
-            (Head::Tied { .. }, None) => unreachable!("Lm::new refuses tied embeddings without a token embedding"),
         }
     }
 }
 
-/// SCONE's f-gram model: a small causal transformer over an n-gram's tokens;
-/// its output at the last position, projected to the LM's width, is the
-/// n-gram's embedding.
+/// SCONE's f-gram model `A_f-gram` (Yu et al. 2025, Sec. 3 and Appendix F):
+/// the main model's architecture without a token embedding layer. Its input
+/// is the LM's token embedding T of the f-gram's tokens plus its own learned
+/// positions 0..n-1; its blocks and final norm run causally, and the output
+/// at the last position, of the LM's width, is the f-gram's embedding. Its
+/// size is set by its number of layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FgramConfig {
-    pub vocab: usize,
+    /// Longest f-gram (learned positions 0..n_max-1).
     pub n_max: usize,
+    /// Its blocks; `d_model` must be the LM's (it reads T and feeds the LM).
     pub stack: StackConfig,
-    /// Width of the output (the LM's d_model, the engine table's dim).
-    pub out_dim: usize,
 }
 
 impl FgramConfig {
+    /// Parameters the f-gram model owns: positions, blocks, final norm. T,
+    /// which it reads, belongs to the LM.
     pub fn params(&self) -> usize {
-        let d = self.stack.d_model;
-        self.vocab * d + self.n_max * d + self.stack.block_params() + d * self.out_dim + self.out_dim
+        self.n_max * self.stack.d_model + self.stack.block_params()
     }
 }
 
 pub struct FgramModel {
     pub cfg: FgramConfig,
+    /// The LM's T (the same parameter, so gradients from here land on it).
     tok_emb: Tensor,
     pos_emb: Tensor,
     stack: Stack,
-    proj: Linear,
 }
 
 impl FgramModel {
-    pub fn new(p: &mut Params, cfg: FgramConfig) -> Result<FgramModel> {
-        let d = cfg.stack.d_model;
+    /// A new f-gram model reading `token_embedding` ([vocab, d], the LM's T).
+    pub fn new(p: &mut Params, cfg: FgramConfig, token_embedding: &Tensor) -> Result<FgramModel> {
+        let (_, d) = token_embedding.dims2()?;
+        if cfg.stack.d_model != d {
+            candle_core::bail!(
+                "f-gram model width {} differs from the token embedding's {d}: the f-gram model reads the LM's token \
+                 embedding and its output is the LM's input, so its d_model must be the LM's",
+                cfg.stack.d_model
+            );
+        }
+        if cfg.n_max < 2 {
+            candle_core::bail!("the f-gram model embeds f-grams of 2..=n_max tokens; n_max is {}", cfg.n_max);
+        }
         Ok(FgramModel {
             cfg,
-            tok_emb: p.normal("fgram.tok_emb", &[cfg.vocab, d], 0.02)?,
+            tok_emb: token_embedding.clone(),
             pos_emb: p.normal("fgram.pos_emb", &[cfg.n_max, d], 0.01)?,
             stack: Stack::new(p, "fgram", cfg.stack)?,
-            proj: Linear::new(p, "fgram.proj", d, cfg.out_dim, 0.02)?,
         })
     }
 
-    /// Embeddings [N, out_dim] of `ngrams`, in order. N-grams are grouped by
-    /// length so no padding is needed; each group is one batched forward.
+    /// Embeddings [N, d] of `ngrams` (each of 2..=n_max tokens; a single
+    /// token's embedding is T's row, not this model's), in order. N-grams are
+    /// grouped by length so no padding is needed; each group is one batched
+    /// forward.
     pub fn forward(&self, ngrams: &[&[u32]], dev: &Device) -> Result<Tensor> {
+        let d = self.cfg.stack.d_model;
         let mut by_len: Vec<Vec<usize>> = vec![Vec::new(); self.cfg.n_max + 1];
         for (i, g) in ngrams.iter().enumerate() {
-            if g.is_empty() || g.len() > self.cfg.n_max {
-                candle_core::bail!("n-gram of {} tokens; the f-gram model takes 1..={}", g.len(), self.cfg.n_max);
+            if g.len() < 2 || g.len() > self.cfg.n_max {
+                candle_core::bail!("n-gram of {} tokens; the f-gram model takes 2..={}", g.len(), self.cfg.n_max);
             }
             by_len[g.len()].push(i);
         }
@@ -162,16 +177,14 @@ impl FgramModel {
                 continue;
             }
             let ids: Vec<u32> = members.iter().flat_map(|&i| ngrams[i].iter().copied()).collect();
-            let ids = Tensor::from_vec(ids, (members.len(), len), dev)?;
-            let x =
-                self.tok_emb.embedding(&ids.flatten_all()?)?.reshape((members.len(), len, self.cfg.stack.d_model))?;
+            let ids = Tensor::from_vec(ids, members.len() * len, dev)?;
+            let x = self.tok_emb.embedding(&ids)?.reshape((members.len(), len, d))?;
             let x = x.broadcast_add(&self.pos_emb.narrow(0, 0, len)?)?;
-            let h = self.stack.forward(&x)?.narrow(1, len - 1, 1)?.squeeze(1)?;
-            outs.push(self.proj.forward(&h)?);
+            outs.push(self.stack.forward(&x)?.narrow(1, len - 1, 1)?.squeeze(1)?.contiguous()?);
             order.extend_from_slice(members);
         }
         if outs.is_empty() {
-            return Tensor::zeros((0, self.cfg.out_dim), candle_core::DType::F32, dev);
+            return Tensor::zeros((0, d), candle_core::DType::F32, dev);
         }
         let grouped = Tensor::cat(&outs, 0)?;
         // grouped row j holds ngrams[order[j]]; invert to put row i at i.
