@@ -210,7 +210,7 @@ pub struct RunResult {
     /// F-grams in the table (0 for the baseline).
     pub k: usize,
     pub fgram_model: Option<StackConfig>,
-    /// Parameters the f-gram model owns (positions, blocks, final norm); the
+    /// Parameters the f-gram model owns (positions, blocks); the
     /// token embedding it reads is the LM's, in `accelerator_params`. Not
     /// needed at inference.
     pub fgram_params: usize,

@@ -35,8 +35,10 @@ fn selected_runs_merge_into_the_existing_results() {
     assert_eq!(tied.accelerator_params, base.accelerator_params - 2048 * cfg.lm.d_model);
     assert_eq!(tied.inference_flops_per_token, base.inference_flops_per_token);
     assert_eq!(tied.inference_flops_per_token, scone.inference_flops_per_token);
-    // The f-gram model's own parameters: positions and blocks (it reads the LM's T).
-    assert_eq!(scone.fgram_params, cfg.n_max * cfg.lm.d_model + cfg.fgram_models[0].block_params());
+    // The f-gram model's own parameters: positions and blocks, without the
+    // stack's final norm (2d); it reads the LM's T.
+    let d = cfg.lm.d_model;
+    assert_eq!(scone.fgram_params, cfg.n_max * d + cfg.fgram_models[0].block_params() - 2 * d);
 
     // Only the tied baseline: resumed from its finished checkpoint and
     // evaluated again; the other rows come back from results.json as written.

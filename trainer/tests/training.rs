@@ -99,8 +99,9 @@ fn tied_baseline_has_the_scone_lms_accelerator_params() {
     }
     let f = scone.cfg.fgram.unwrap();
     assert_eq!(f.params(), scone.params.count("fgram."));
-    // The f-gram model owns its positions and blocks, no token embedding or projection.
-    assert_eq!(f.params(), 3 * 32 + f.stack.block_params());
+    // The f-gram model owns its positions and blocks: no token embedding, no
+    // projection, no final norm (the stack's last 2d).
+    assert_eq!(f.params(), 3 * 32 + f.stack.block_params() - 2 * 32);
     let emb = d.vocab * 32;
     assert_eq!(tied.params.count("lm."), untied.params.count("lm.") - emb);
     // SCONE's LM is the tied baseline: the same parameters, names and shapes.

@@ -86,15 +86,21 @@ struct Block {
     down: Linear,
 }
 
-/// A stack of pre-norm blocks with a final norm.
+/// A stack of pre-norm blocks, with a final norm or without one (then its
+/// output is the residual stream).
 pub struct Stack {
     cfg: StackConfig,
     blocks: Vec<Block>,
-    ln_f: LayerNorm,
+    ln_f: Option<LayerNorm>,
 }
 
 impl Stack {
+    /// With a final norm.
     pub fn new(p: &mut Params, name: &str, cfg: StackConfig) -> Result<Stack> {
+        Self::with_final_norm(p, name, cfg, true)
+    }
+
+    pub fn with_final_norm(p: &mut Params, name: &str, cfg: StackConfig, final_norm: bool) -> Result<Stack> {
         if cfg.n_heads == 0 || !cfg.d_model.is_multiple_of(cfg.n_heads) {
             candle_core::bail!("{name}: d_model {} is not a multiple of n_heads {}", cfg.d_model, cfg.n_heads);
         }
@@ -114,7 +120,8 @@ impl Stack {
                 down: Linear::new(p, &format!("{b}.mlp_down"), cfg.d_ff, d, resid_std)?,
             });
         }
-        Ok(Stack { cfg, blocks, ln_f: LayerNorm::new(p, &format!("{name}.ln_f"), d)? })
+        let ln_f = if final_norm { Some(LayerNorm::new(p, &format!("{name}.ln_f"), d)?) } else { None };
+        Ok(Stack { cfg, blocks, ln_f })
     }
 
     /// `x`: [B, T, d] -> [B, T, d], causal.
@@ -127,7 +134,10 @@ impl Stack {
             let h = b.up.forward(&b.ln2.forward(&x)?)?.gelu()?;
             x = (&x + b.down.forward(&h)?)?;
         }
-        self.ln_f.forward(&x)
+        match &self.ln_f {
+            Some(ln) => ln.forward(&x),
+            None => Ok(x),
+        }
     }
 
     fn attention(&self, b: &Block, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
