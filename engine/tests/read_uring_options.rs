@@ -332,3 +332,36 @@ fn one_io_thread_serves_batches_from_many_threads() {
     }
     assert_eq!(b.registered_buffers(), 0);
 }
+
+/// `read_batch_while` runs its work exactly once, while the batch is read or
+/// when it fails, and the batch reads what `read_batch` would.
+#[test]
+fn work_runs_once_beside_a_batch_that_succeeds_or_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_table(dir.path(), "w.scone", 3, 200, 512, Dtype::F16);
+    if !uring_available(&path) {
+        eprintln!("io_uring unavailable here: skipped");
+        return;
+    }
+    let file = std::fs::read(&path).unwrap();
+    let b = UringBackend::new(std::fs::File::open(&path).unwrap(), 8).unwrap();
+    let pread = engine::read::PreadBackend::new(std::fs::File::open(&path).unwrap(), 4).unwrap();
+    for backend in [&b as &dyn Backend, &pread] {
+        let mut bufs = vec![vec![0u8; 1000]; 20];
+        let mut runs = 0;
+        let mut reqs: Vec<ReadReq<'_>> =
+            bufs.iter_mut().enumerate().map(|(i, v)| ReadReq::new(i as u64 * 777, v, 1000)).collect();
+        backend.read_batch_while(&mut reqs, &mut || runs += 1).unwrap();
+        assert_eq!(runs, 1, "{}", backend.name());
+        for (i, v) in bufs.iter().enumerate() {
+            assert!(v[..] == file[i * 777..i * 777 + 1000], "{} request {i}", backend.name());
+        }
+        // Past the end of the file: an error, and the work still ran once.
+        let mut v = vec![0u8; 4096];
+        let mut reqs = [ReadReq::new(file.len() as u64 - 10, &mut v, 4096)];
+        let mut runs = 0;
+        let e = backend.read_batch_while(&mut reqs, &mut || runs += 1).expect_err("past the end");
+        assert_eq!(e.source.kind(), std::io::ErrorKind::UnexpectedEof, "{}", backend.name());
+        assert_eq!(runs, 1, "{}", backend.name());
+    }
+}

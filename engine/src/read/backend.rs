@@ -53,6 +53,16 @@ pub trait Backend: Send + Sync {
         Ok(())
     }
 
+    /// [`read_batch`](Self::read_batch), running `work` while the reads are in
+    /// flight where the backend reads asynchronously (io_uring: the batch goes
+    /// to the ring's thread first), else before them. `work` must not touch the
+    /// requests' buffers (it cannot: they are borrowed by `reqs`). `work` runs
+    /// exactly once, even when the batch fails.
+    fn read_batch_while(&self, reqs: &mut [ReadReq<'_>], work: &mut dyn FnMut()) -> Result<(), BatchError> {
+        work();
+        self.read_batch(reqs)
+    }
+
     /// The file's length in bytes (as seen at open, or as reported).
     fn len(&self) -> u64;
 

@@ -641,8 +641,10 @@ impl Direct {
             }
         }
         order.sort_unstable();
-        // Runs of equal slots as `order[a..b]`; hot ones are copied now, cold ones read below.
+        // Runs of equal slots as `order[a..b]`: hot ones are copied from the
+        // prefix while the cold ones are being read (or before, see below).
         let hot_rows = self.hot.as_ref().map_or(0, |h| h.rows);
+        let mut hot: Vec<(usize, usize)> = Vec::new();
         let mut cold: Vec<(usize, usize)> = Vec::new();
         let mut a = 0;
         while a < order.len() {
@@ -653,13 +655,8 @@ impl Direct {
             }
             stats.unique_rows += 1;
             match &self.hot {
-                Some(h) if (s as u64) < hot_rows => {
-                    let at = (self.offset(s) - h.base) as usize;
-                    let src = &h.map[at..at + row_bytes];
-                    for &(_, pos) in &order[a..b] {
-                        let p = pos as usize * row_bytes;
-                        out[p..p + row_bytes].copy_from_slice(src);
-                    }
+                Some(_) if (s as u64) < hot_rows => {
+                    hot.push((a, b));
                     stats.hot_hits += b - a;
                 }
                 _ => {
@@ -694,16 +691,29 @@ impl Direct {
         }
         stats.rows_read = cold.len();
         stats.reads_submitted = spans.len();
-        if spans.is_empty() {
-            return Ok(stats);
-        }
-        if self.reads_into(out) {
-            self.read_into_out(&order, &cold, out, &mut stats)?;
+        let copy_hot = |out: &mut [u8]| {
+            let Some(h) = &self.hot else { return };
+            for &(a, b) in &hot {
+                let at = (self.offset(order[a].0) - h.base) as usize;
+                let src = &h.map[at..at + row_bytes];
+                for &(_, pos) in &order[a..b] {
+                    let p = pos as usize * row_bytes;
+                    out[p..p + row_bytes].copy_from_slice(src);
+                }
+            }
+        };
+        if spans.is_empty() || self.reads_into(out) {
+            // Cold rows read into `out` itself borrow it during the reads, so
+            // the hot copies go first here.
+            copy_hot(out);
+            if !spans.is_empty() {
+                self.read_into_out(&order, &cold, out, &mut stats)?;
+            }
             return Ok(stats);
         }
 
         let mut bounce = self.bounces.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let res = self.read_spans(&spans, &order, &cold, &mut bounce, out, &mut stats);
+        let res = self.read_spans(&spans, &order, &cold, &mut bounce, out, &mut stats, copy_hot);
         if let Some(b) = bounce {
             self.bounces.lock().unwrap_or_else(|p| p.into_inner()).push(b);
         }
@@ -784,7 +794,13 @@ impl Direct {
     /// Runs one batch of reads on the backend; a read that came back short is an
     /// error at the first byte missing. Returns the bytes read.
     fn submit(&self, reqs: &mut [ReadReq<'_>]) -> Result<u64, ReadError> {
-        self.backend.read_batch(reqs).map_err(|e| self.io_err(e.offset, e.source))?;
+        self.submit_while(reqs, &mut || {})
+    }
+
+    /// [`submit`](Self::submit), running `work` while the reads are in flight
+    /// (`Backend::read_batch_while`).
+    fn submit_while(&self, reqs: &mut [ReadReq<'_>], work: &mut dyn FnMut()) -> Result<u64, ReadError> {
+        self.backend.read_batch_while(reqs, work).map_err(|e| self.io_err(e.offset, e.source))?;
         let mut bytes = 0;
         for r in reqs.iter() {
             if r.filled < r.need {
@@ -798,7 +814,9 @@ impl Direct {
     }
 
     /// Reads `spans` through the bounce buffer, group by group, and copies their
-    /// rows out.
+    /// rows out; `while_reading` runs on `out` while the first group's reads are
+    /// in flight (the hot rows' copies: they and the reads touch disjoint memory).
+    #[allow(clippy::too_many_arguments)]
     fn read_spans(
         &self,
         spans: &[Span],
@@ -807,7 +825,9 @@ impl Direct {
         bounce: &mut Option<MmapMut>,
         out: &mut [u8],
         stats: &mut ReadStats,
+        while_reading: impl FnOnce(&mut [u8]),
     ) -> Result<(), ReadError> {
+        let mut while_reading = Some(while_reading);
         let row_bytes = self.row_bytes;
         let mut g0 = 0;
         while g0 < spans.len() {
@@ -842,7 +862,12 @@ impl Direct {
                 reqs.push(ReadReq::new(sp.start, head, (sp.need_end - sp.start) as usize));
                 rest = tail;
             }
-            let bytes = self.submit(&mut reqs)?;
+            let mut work = || {
+                if let Some(f) = while_reading.take() {
+                    f(&mut *out)
+                }
+            };
+            let bytes = self.submit_while(&mut reqs, &mut work)?;
             stats.bytes_read += bytes;
             stats.bounce_bytes += bytes;
             drop(reqs);

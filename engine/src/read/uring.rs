@@ -636,6 +636,10 @@ impl Backend for UringBackend {
     }
 
     fn read_batch(&self, reqs: &mut [ReadReq<'_>]) -> Result<(), BatchError> {
+        self.read_batch_while(reqs, &mut || {})
+    }
+
+    fn read_batch_while(&self, reqs: &mut [ReadReq<'_>], work: &mut dyn FnMut()) -> Result<(), BatchError> {
         let ops: Vec<Op> = reqs
             .iter_mut()
             .map(|r| {
@@ -651,10 +655,19 @@ impl Backend for UringBackend {
             })
             .collect();
         let first_offset = reqs.first().map_or(0, |r| r.offset);
+        let (reply, answer) = bounded(1);
+        let gone = || io::Error::other("the io_uring thread is gone");
+        let sent = match &self.tx {
+            Some(tx) => tx.send(Cmd::Batch { ops, reply }).map_err(|_| gone()),
+            None => Err(gone()),
+        };
+        // The reads are in flight now (unless the batch was refused); `work` runs
+        // either way, once, and cannot touch their buffers (`reqs` borrows them).
+        work();
         // Blocks until the I/O thread has finished every read of the batch: the
         // buffers stay borrowed (by `reqs`) until then.
-        let (ops, first) = self
-            .ask(|reply| Cmd::Batch { ops, reply })
+        let (ops, first) = sent
+            .and_then(|()| answer.recv().map_err(|_| gone()))
             .map_err(|source| BatchError { offset: first_offset, source })?;
         for (r, op) in reqs.iter_mut().zip(&ops) {
             r.filled = op.filled;
