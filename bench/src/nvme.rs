@@ -121,6 +121,13 @@ pub fn median(v: &[f64]) -> f64 {
 }
 
 /// The smallest and largest of `v` (NaN, NaN if empty).
+/// The run with the median rows/s (the lower middle one for an even count).
+pub fn median_figure(mut runs: Vec<Figure>) -> Figure {
+    runs.sort_by(|a, b| a.rows_per_s.total_cmp(&b.rows_per_s));
+    let mid = (runs.len().max(1) - 1) / 2;
+    runs.swap_remove(mid)
+}
+
 pub fn min_max(v: &[f64]) -> (f64, f64) {
     if v.is_empty() {
         return (f64::NAN, f64::NAN);
@@ -504,6 +511,13 @@ mod tests {
         assert!(median(&[]).is_nan());
         assert_eq!(min_max(&[2.0, 5.0, 1.0]), (1.0, 5.0));
         assert!(min_max(&[]).0.is_nan());
+    }
+
+    #[test]
+    fn the_median_figure_is_the_middle_run() {
+        assert_eq!(median_figure(vec![fig(3.0), fig(1.0), fig(2.0)]).rows_per_s, 2.0);
+        assert_eq!(median_figure(vec![fig(4.0), fig(1.0), fig(3.0), fig(2.0)]).rows_per_s, 2.0);
+        assert_eq!(median_figure(vec![fig(7.0)]).rows_per_s, 7.0);
     }
 
     fn fig(reads: f64) -> Figure {
