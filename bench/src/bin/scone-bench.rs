@@ -238,34 +238,39 @@ fn nvme(a: NvmeArgs) -> Result<()> {
         figs.push(n::measure_tickets("uniform, 4 tickets", qd, &reader(0)?, &uniform, secs, 4)?);
         // The hot-prefix goal: uncached and cached Zipf runs alternate `reps`
         // times, so a drift of the device's speed hits both alike; the figures
-        // kept are each side's median run by rows/s.
-        let (mut cold_runs, mut hot_runs) = (Vec::new(), Vec::new());
+        // kept are each side's median run by rows/s. Synchronous batches, and
+        // 4 prefetch tickets in flight (the ring stays full across batches).
+        let (mut cold_runs, mut hot_runs, mut cold_tk, mut hot_tk) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for i in 0..a.reps {
             drop_caches();
             log(t0, &format!("QD {qd}: zipf, no cache {}/{}", i + 1, a.reps));
             cold_runs.push(n::measure("zipf, no cache", qd, &reader(0)?, &zipf, secs, n::OutBuf::Vec)?);
             drop_caches();
             let r = reader(hot_bytes)?;
-            log(
-                t0,
-                &format!(
-                    "QD {qd}: zipf, hot prefix of {} rows ({} MiB) {}/{}",
-                    r.hot_rows(),
-                    r.hot_bytes() >> 20,
-                    i + 1,
-                    a.reps
-                ),
-            );
+            let (hr, hb) = (r.hot_rows(), r.hot_bytes() >> 20);
+            log(t0, &format!("QD {qd}: zipf, hot prefix of {hr} rows ({hb} MiB) {}/{}", i + 1, a.reps));
             hot_runs.push(n::measure("zipf, 10 % hot prefix", qd, &r, &zipf, secs, n::OutBuf::Vec)?);
+            drop(r);
+            drop_caches();
+            log(t0, &format!("QD {qd}: zipf, no cache, 4 tickets {}/{}", i + 1, a.reps));
+            cold_tk.push(n::measure_tickets("zipf, no cache, 4 tickets", qd, &reader(0)?, &zipf, secs, 4)?);
+            drop_caches();
+            log(t0, &format!("QD {qd}: zipf, 10 % hot prefix, 4 tickets {}/{}", i + 1, a.reps));
+            let r = reader(hot_bytes)?;
+            hot_tk.push(n::measure_tickets("zipf, 10 % hot prefix, 4 tickets", qd, &r, &zipf, secs, 4)?);
         }
         let seq = |v: &[n::Figure]| v.iter().map(|f| format!("{:.0}", f.rows_per_s)).collect::<Vec<_>>().join(", ");
         zipf_lines.push(format!(
-            "- QD {qd}, Zipf rows/s alternated: no cache {}; 10 % hot prefix {}",
+            "- QD {qd}, Zipf rows/s alternated: no cache {}; 10 % hot prefix {}; no cache, 4 tickets {}; \
+             10 % hot prefix, 4 tickets {}",
             seq(&cold_runs),
-            seq(&hot_runs)
+            seq(&hot_runs),
+            seq(&cold_tk),
+            seq(&hot_tk)
         ));
-        figs.push(n::median_figure(cold_runs));
-        figs.push(n::median_figure(hot_runs));
+        for runs in [cold_runs, hot_runs, cold_tk, hot_tk] {
+            figs.push(n::median_figure(runs));
+        }
         let r = reader(hot_bytes)?;
         figs.push(n::measure("uniform, 10 % hot prefix", qd, &r, &uniform, secs, n::OutBuf::Vec)?);
     }
@@ -301,8 +306,8 @@ fn nvme(a: NvmeArgs) -> Result<()> {
     println!();
     println!(
         "Other workloads (output in a Vec<u8>, so through the bounce buffer; tickets own theirs); ceiling IOPS is \
-         the QD's median above. The two Zipf rows are each the median (by rows/s) of {} runs alternating uncached \
-         and cached (listed below the table); the others are measured once.\n",
+         the QD's median above. The four Zipf rows are each the median (by rows/s) of {} runs alternating uncached \
+         and cached, synchronous and with 4 tickets (listed below the table); the others are measured once.\n",
         a.reps
     );
     print!("{}", n::markdown(&figs, &a.queue_depths, &ceilings, 0.9, 3.0));
