@@ -3,13 +3,16 @@ trainer configuration (docs/TRAINING.md) from the files `scone train --preset
 full` writes, copied into docs/results/training-full/ (results.json and
 <run>/loss.csv).
 
-    pip install matplotlib && python3 docs/plots/training.py
-writes docs/training-loss.png and prints the results table of
-docs/TRAINING.md in Markdown.
+    pip install matplotlib && python3 docs/plots/training.py [RESULTS_DIR [PNG]]
+writes docs/training-loss.png (or PNG) from docs/results/training-full (or
+RESULTS_DIR) and prints the results table of docs/TRAINING.md in Markdown.
+The previous method's figures: RESULTS_DIR docs/results/training-full-session3,
+PNG docs/training-loss-session3.png.
 """
 import csv
 import json
 import os
+import sys
 
 import matplotlib
 
@@ -18,7 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOCS = os.path.dirname(HERE)
-RES = os.path.join(DOCS, "results", "training-full")
+RES = sys.argv[1] if len(sys.argv) > 1 else os.path.join(DOCS, "results", "training-full")
+PNG = sys.argv[2] if len(sys.argv) > 2 else os.path.join(DOCS, "training-loss.png")
 
 
 def smooth(xs, k=25):
@@ -69,7 +73,7 @@ def main():
     bx.grid(alpha=0.3)
     bx.legend(fontsize=8)
     fig.tight_layout()
-    out = os.path.join(DOCS, "training-loss.png")
+    out = PNG
     fig.savefig(out, dpi=110)
     print("wrote", out)
     print_table(runs)
