@@ -236,7 +236,7 @@ pub struct ModeInfo {
 }
 
 impl std::fmt::Display for ModeInfo {
-    /// `direct (io_uring, queue depth 128, O_DIRECT, align 512/512 (statx), hot prefix 0 rows)`,
+    /// `direct (io_uring, queue depth 128, defer_taskrun, poll 100 us, O_DIRECT, align 512/512 (statx), hot prefix 0 rows)`,
     /// `direct (pread pool fallback: <reason>, 32 threads, ...)`, `mmap (page cache)`,
     /// `resident (rows in huge-page memory)`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -255,13 +255,13 @@ impl std::fmt::Display for ModeInfo {
         if self.sqpoll {
             write!(f, " with SQPOLL")?;
         }
-        if let Some(r) = &self.ring {
-            write!(f, " ({r})")?;
-        }
         if let Some(n) = self.pread_threads {
             write!(f, ", {n} threads")?;
         } else if let Some(qd) = self.queue_depth {
             write!(f, ", queue depth {qd}")?;
+        }
+        if let Some(r) = &self.ring {
+            write!(f, ", {r}")?;
         }
         let io = if self.o_direct { "O_DIRECT" } else { "buffered" };
         write!(f, ", {io}")?;

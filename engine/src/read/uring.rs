@@ -691,10 +691,11 @@ impl Backend for UringBackend {
     }
 
     fn ring_setup(&self) -> Option<String> {
-        Some(match self.setup {
-            RingSetup::Sqpoll => self.setup.name().to_string(),
-            s => format!("{}, poll {} us", s.name(), self.spin_us()),
-        })
+        match self.setup {
+            // `describe()` already says "with SQPOLL"; the poll time does not apply.
+            RingSetup::Sqpoll => None,
+            s => Some(format!("{}, poll {} us", s.name(), self.spin_us())),
+        }
     }
 
     fn register_buffer(&self, buf: &mut [u8]) -> bool {
