@@ -120,7 +120,6 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// The smallest and largest of `v` (NaN, NaN if empty).
 /// The run with the median rows/s (the lower middle one for an even count).
 pub fn median_figure(mut runs: Vec<Figure>) -> Figure {
     runs.sort_by(|a, b| a.rows_per_s.total_cmp(&b.rows_per_s));
@@ -128,6 +127,7 @@ pub fn median_figure(mut runs: Vec<Figure>) -> Figure {
     runs.swap_remove(mid)
 }
 
+/// The smallest and largest of `v` (NaN, NaN if empty).
 pub fn min_max(v: &[f64]) -> (f64, f64) {
     if v.is_empty() {
         return (f64::NAN, f64::NAN);

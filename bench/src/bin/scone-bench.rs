@@ -240,37 +240,35 @@ fn nvme(a: NvmeArgs) -> Result<()> {
         // times, so a drift of the device's speed hits both alike; the figures
         // kept are each side's median run by rows/s. Synchronous batches, and
         // 4 prefetch tickets in flight (the ring stays full across batches).
-        let (mut cold_runs, mut hot_runs, mut cold_tk, mut hot_tk) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // (workload, hot prefix bytes, tickets in flight; None: synchronous).
+        let kinds = [
+            ("zipf, no cache", 0, None),
+            ("zipf, 10 % hot prefix", hot_bytes, None),
+            ("zipf, no cache, 4 tickets", 0, Some(4)),
+            ("zipf, 10 % hot prefix, 4 tickets", hot_bytes, Some(4)),
+        ];
+        let mut runs: Vec<Vec<n::Figure>> = kinds.iter().map(|_| Vec::new()).collect();
         for i in 0..a.reps {
-            drop_caches();
-            log(t0, &format!("QD {qd}: zipf, no cache {}/{}", i + 1, a.reps));
-            cold_runs.push(n::measure("zipf, no cache", qd, &reader(0)?, &zipf, secs, n::OutBuf::Vec)?);
-            drop_caches();
-            let r = reader(hot_bytes)?;
-            let (hr, hb) = (r.hot_rows(), r.hot_bytes() >> 20);
-            log(t0, &format!("QD {qd}: zipf, hot prefix of {hr} rows ({hb} MiB) {}/{}", i + 1, a.reps));
-            hot_runs.push(n::measure("zipf, 10 % hot prefix", qd, &r, &zipf, secs, n::OutBuf::Vec)?);
-            drop(r);
-            drop_caches();
-            log(t0, &format!("QD {qd}: zipf, no cache, 4 tickets {}/{}", i + 1, a.reps));
-            cold_tk.push(n::measure_tickets("zipf, no cache, 4 tickets", qd, &reader(0)?, &zipf, secs, 4)?);
-            drop_caches();
-            log(t0, &format!("QD {qd}: zipf, 10 % hot prefix, 4 tickets {}/{}", i + 1, a.reps));
-            let r = reader(hot_bytes)?;
-            hot_tk.push(n::measure_tickets("zipf, 10 % hot prefix, 4 tickets", qd, &r, &zipf, secs, 4)?);
+            for (&(name, hot, tickets), runs) in kinds.iter().zip(&mut runs) {
+                drop_caches();
+                let r = reader(hot)?;
+                let prefix = if hot > 0 {
+                    format!(" (hot prefix of {} rows, {} MiB)", r.hot_rows(), r.hot_bytes() >> 20)
+                } else {
+                    String::new()
+                };
+                log(t0, &format!("QD {qd}: {name}{prefix} {}/{}", i + 1, a.reps));
+                runs.push(match tickets {
+                    Some(depth) => n::measure_tickets(name, qd, &r, &zipf, secs, depth)?,
+                    None => n::measure(name, qd, &r, &zipf, secs, n::OutBuf::Vec)?,
+                });
+            }
         }
         let seq = |v: &[n::Figure]| v.iter().map(|f| format!("{:.0}", f.rows_per_s)).collect::<Vec<_>>().join(", ");
-        zipf_lines.push(format!(
-            "- QD {qd}, Zipf rows/s alternated: no cache {}; 10 % hot prefix {}; no cache, 4 tickets {}; \
-             10 % hot prefix, 4 tickets {}",
-            seq(&cold_runs),
-            seq(&hot_runs),
-            seq(&cold_tk),
-            seq(&hot_tk)
-        ));
-        for runs in [cold_runs, hot_runs, cold_tk, hot_tk] {
-            figs.push(n::median_figure(runs));
-        }
+        let lists: Vec<String> =
+            kinds.iter().zip(&runs).map(|(k, v)| format!("{} {}", k.0.trim_start_matches("zipf, "), seq(v))).collect();
+        zipf_lines.push(format!("- QD {qd}, Zipf rows/s alternated: {}", lists.join("; ")));
+        figs.extend(runs.into_iter().map(n::median_figure));
         let r = reader(hot_bytes)?;
         figs.push(n::measure("uniform, 10 % hot prefix", qd, &r, &uniform, secs, n::OutBuf::Vec)?);
     }

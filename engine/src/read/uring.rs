@@ -201,7 +201,6 @@ impl Ring {
             }
         }
         let done: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
-
         for (ud, res) in done {
             self.in_flight -= 1;
             let (id, i) = ((ud >> 32) as u32, (ud & 0xffff_ffff) as usize);
@@ -249,6 +248,7 @@ impl Ring {
     fn fixed_index(&self, a: usize, n: usize) -> Option<u16> {
         self.registered.iter().find(|&&(ra, rn, _)| a >= ra && a + n <= ra + rn).map(|r| r.2)
     }
+
     /// Submits the queued reads and collects completions. A SQPOLL ring waits
     /// in `submit_and_wait(1)`. Otherwise, as fio does: submit and run the
     /// completion work without blocking (GETEVENTS with `min_complete` 0); if
@@ -376,8 +376,8 @@ impl Ring {
         // the ring would close while they land and their callers would return.
         let _guard = AbortOnUnwind;
         loop {
+            // Every finished batch was answered at the end of the last round.
             if self.in_flight == 0 && self.queue.is_empty() {
-                self.finish();
                 match rx.recv() {
                     Ok(cmd) => self.handle(cmd),
                     Err(_) => return,
@@ -390,6 +390,11 @@ impl Ring {
             self.finish();
         }
     }
+}
+
+/// The error of a command whose I/O thread has exited.
+fn thread_gone() -> io::Error {
+    io::Error::other("the io_uring thread is gone")
 }
 
 /// Aborts the process if dropped while its thread panics.
@@ -523,12 +528,16 @@ impl UringBackend {
         Ok(())
     }
 
+    /// Sends a command to the I/O thread; its answer comes on the receiver.
+    fn send<T>(&self, cmd: impl FnOnce(Sender<T>) -> Cmd) -> io::Result<Receiver<T>> {
+        let (reply, answer) = bounded(1);
+        self.tx.as_ref().ok_or_else(thread_gone)?.send(cmd(reply)).map_err(|_| thread_gone())?;
+        Ok(answer)
+    }
+
     /// Sends a command to the I/O thread and waits for its answer.
     fn ask<T>(&self, cmd: impl FnOnce(Sender<T>) -> Cmd) -> io::Result<T> {
-        let (reply, answer) = bounded(1);
-        let gone = || io::Error::other("the io_uring thread is gone");
-        self.tx.as_ref().ok_or_else(gone)?.send(cmd(reply)).map_err(|_| gone())?;
-        answer.recv().map_err(|_| gone())
+        self.send(cmd)?.recv().map_err(|_| thread_gone())
     }
 
     /// How long the I/O thread polls for completions before sleeping, while
@@ -655,19 +664,14 @@ impl Backend for UringBackend {
             })
             .collect();
         let first_offset = reqs.first().map_or(0, |r| r.offset);
-        let (reply, answer) = bounded(1);
-        let gone = || io::Error::other("the io_uring thread is gone");
-        let sent = match &self.tx {
-            Some(tx) => tx.send(Cmd::Batch { ops, reply }).map_err(|_| gone()),
-            None => Err(gone()),
-        };
+        let sent = self.send(|reply| Cmd::Batch { ops, reply });
         // The reads are in flight now (unless the batch was refused); `work` runs
         // either way, once, and cannot touch their buffers (`reqs` borrows them).
         work();
         // Blocks until the I/O thread has finished every read of the batch: the
         // buffers stay borrowed (by `reqs`) until then.
         let (ops, first) = sent
-            .and_then(|()| answer.recv().map_err(|_| gone()))
+            .and_then(|answer| answer.recv().map_err(|_| thread_gone()))
             .map_err(|source| BatchError { offset: first_offset, source })?;
         for (r, op) in reqs.iter_mut().zip(&ops) {
             r.filled = op.filled;
