@@ -43,6 +43,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         seed: None,
         lr: None,
         clip_norm: None,
+        fgram_lr_scale: None,
         runs: None,
     };
     let cfg = args.config()?;

@@ -33,6 +33,10 @@ pub struct TrainArgs {
     /// Override the gradient-norm clip.
     #[arg(long)]
     pub clip_norm: Option<f64>,
+    /// Override the f-gram model's learning rate, as a multiple of the peak
+    /// learning rate (its own parameters; T takes the LM's rate).
+    #[arg(long)]
+    pub fgram_lr_scale: Option<f64>,
     /// Train and evaluate only these runs (comma-separated names, e.g.
     /// `baseline-tied`); the others' rows are kept from the results.json
     /// already under --out, which must hold the same configuration.
@@ -72,6 +76,12 @@ impl TrainArgs {
                 bail!("--clip-norm must be positive");
             }
             cfg.clip_norm = c;
+        }
+        if let Some(s) = self.fgram_lr_scale {
+            if s.is_nan() || s < 0.0 || s.is_infinite() {
+                bail!("--fgram-lr-scale must be a number >= 0");
+            }
+            cfg.fgram_lr_scale = s;
         }
         Ok(cfg)
     }

@@ -58,6 +58,10 @@ pub struct ExperimentConfig {
     /// Global gradient-norm clip of AdamW.
     #[serde(default = "default_clip_norm")]
     pub clip_norm: f64,
+    /// The f-gram model's learning rate as a multiple of `lr` (its own
+    /// parameters; T takes `lr`). See docs/TRAINING.md for why it is below 1.
+    #[serde(default = "default_fgram_lr_scale")]
+    pub fgram_lr_scale: f64,
     pub seed: u64,
     pub table_dtype: Dtype,
     pub memory_budget: usize,
@@ -82,6 +86,7 @@ impl ExperimentConfig {
             lr: 3e-3,
             warmup: 20,
             clip_norm: 1.0,
+            fgram_lr_scale: 1.0,
             seed: 1,
             table_dtype: Dtype::F16,
             memory_budget: 256 << 20,
@@ -110,6 +115,7 @@ impl ExperimentConfig {
             lr: 2e-3,
             warmup: 50,
             clip_norm: 1.0,
+            fgram_lr_scale: 1.0,
             seed: 1,
             table_dtype: Dtype::F16,
             memory_budget: 1 << 30,
@@ -145,12 +151,21 @@ impl ExperimentConfig {
             warmup: self.warmup,
             seed: self.seed,
             checkpoint_every: (self.steps / 10).max(1),
-            adamw: AdamWConfig { clip_norm: self.clip_norm, ..AdamWConfig::default() },
+            adamw: AdamWConfig {
+                clip_norm: self.clip_norm,
+                fgram_lr_scale: self.fgram_lr_scale,
+                ..AdamWConfig::default()
+            },
         }
     }
 }
 
 fn default_clip_norm() -> f64 {
+    1.0
+}
+
+/// Configurations written before the field existed trained at 1.
+fn default_fgram_lr_scale() -> f64 {
     1.0
 }
 

@@ -226,3 +226,45 @@ fn resume_rejects_another_fgram_list_and_a_damaged_checkpoint() {
     let e = Trainer::resume(dir.path(), Some(d.fgrams.clone()), &Device::Cpu).err().expect("damage detected");
     assert!(e.to_string().contains("checksum"), "{e}");
 }
+
+#[test]
+fn the_fgram_learning_rate_scale_acts_on_the_fgram_model_alone() {
+    // AdamW's first step moves every parameter by lr * (g / |g| + decay *
+    // theta), so with the f-gram model's rate scaled by s its parameters move
+    // s times as far, while the LM's (T among them) move exactly as at s = 1.
+    let d = data(200);
+    let step_with = |scale: f64| {
+        let mut cfg = train_config(1);
+        cfg.adamw.fgram_lr_scale = scale;
+        let mut t = Trainer::new(model_of(&d, Kind::Scone, 3), cfg).unwrap();
+        // Copies: a parameter's update writes into its storage in place.
+        let before: std::collections::HashMap<String, candle_core::Tensor> =
+            t.model.params.tensors().into_iter().map(|(k, v)| (k, v.copy().unwrap())).collect();
+        t.run(&d.stream, 1, None, None).unwrap();
+        let after = t.model.params.tensors();
+        before
+            .into_iter()
+            .map(|(k, b)| {
+                let delta = (&after[&k] - &b).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                (k, delta)
+            })
+            .collect::<std::collections::HashMap<String, Vec<f32>>>()
+    };
+    let (full, quarter, frozen) = (step_with(1.0), step_with(0.25), step_with(0.0));
+    let mut fgram_moved = 0;
+    for (name, d1) in &full {
+        let (dq, d0) = (&quarter[name], &frozen[name]);
+        if name.starts_with("fgram.") {
+            assert!(d0.iter().all(|&x| x == 0.0), "{name} moved with scale 0");
+            for (a, b) in d1.iter().zip(dq) {
+                assert!((0.25 * a - b).abs() <= 1e-6 + 1e-3 * a.abs(), "{name}: {b} is not a quarter of {a}");
+            }
+            fgram_moved += d1.iter().filter(|&&x| x != 0.0).count();
+        } else {
+            assert_eq!(d1, dq, "{name}: the LM's step depends on the f-gram scale");
+            assert_eq!(d1, d0, "{name}: the LM's step depends on the f-gram scale");
+        }
+    }
+    assert!(fgram_moved > 0, "the f-gram model did not move at scale 1");
+    assert!(full["lm.tok_emb"].iter().any(|&x| x != 0.0), "T did not move");
+}

@@ -17,11 +17,19 @@ pub struct AdamWConfig {
     pub weight_decay: f64,
     /// Gradients are scaled down so that their global L2 norm is at most this.
     pub clip_norm: f64,
+    /// Learning-rate multiplier for the f-gram model's own parameters (names
+    /// `fgram.*`); T, which it reads, belongs to the LM and takes the LM's rate.
+    #[serde(default = "one")]
+    pub fgram_lr_scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.01, clip_norm: 1.0 }
+        AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.01, clip_norm: 1.0, fgram_lr_scale: 1.0 }
     }
 }
 
@@ -76,6 +84,7 @@ impl AdamW {
             let theta = var.as_tensor();
             // Weight decay applies to matrices only, not to norms' gains and biases.
             let decay = if theta.rank() >= 2 { self.cfg.weight_decay } else { 0.0 };
+            let lr = if name.starts_with("fgram.") { lr * self.cfg.fgram_lr_scale } else { lr };
             let new = ((theta * (1.0 - lr * decay))? - (step * lr)?)?;
             var.set(&new.detach())?;
         }
