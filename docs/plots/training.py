@@ -6,8 +6,10 @@ full` writes, copied into docs/results/training-full/ (results.json and
     pip install matplotlib && python3 docs/plots/training.py [RESULTS_DIR [PNG]]
 writes docs/training-loss.png (or PNG) from docs/results/training-full (or
 RESULTS_DIR) and prints the results table of docs/TRAINING.md in Markdown.
-The previous method's figures: RESULTS_DIR docs/results/training-full-session3,
-PNG docs/training-loss-session3.png.
+Earlier figures: RESULTS_DIR docs/results/training-full-session4, PNG
+docs/training-loss-session4.png (the f-gram model at the LM's learning rate);
+docs/results/training-full-session3, docs/training-loss-session3.png (the
+previous method).
 """
 import csv
 import json
