@@ -352,3 +352,21 @@ fn get_reads_the_row_in_every_mode() {
         }
     }
 }
+
+#[test]
+fn train_refuses_bad_overrides_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t");
+    for (flag, value, says) in [
+        ("--fgram-lr-scale", "-1", "--fgram-lr-scale must be a number >= 0"),
+        ("--fgram-lr-scale", "NaN", "--fgram-lr-scale must be a number >= 0"),
+        ("--lr", "0", "--lr must be a positive number"),
+        ("--clip-norm", "0", "--clip-norm must be positive"),
+    ] {
+        let arg = format!("{flag}={value}");
+        let o = scone(&["train", "--preset", "quick", "--out", out.to_str().unwrap(), &arg]);
+        assert!(!o.status.success(), "{flag} {value} should fail");
+        assert!(stderr(&o).contains(says), "{flag} {value}: {}", stderr(&o));
+        assert!(!out.exists(), "{flag} {value}: wrote {}", out.display());
+    }
+}
