@@ -286,7 +286,6 @@ fn one_io_thread_serves_batches_from_many_threads() {
     let dir = tempfile::tempdir().unwrap();
     let path = make_table(dir.path(), "m.scone", 7, 400, 512, Dtype::F16);
     if !uring_available(&path) {
-        eprintln!("io_uring unavailable here: skipped");
         return;
     }
     let mut b = UringBackend::new(engine::read::open_file(&path, true).unwrap().0, 16).unwrap();
@@ -340,7 +339,6 @@ fn work_runs_once_beside_a_batch_that_succeeds_or_fails() {
     let dir = tempfile::tempdir().unwrap();
     let path = make_table(dir.path(), "w.scone", 3, 200, 512, Dtype::F16);
     if !uring_available(&path) {
-        eprintln!("io_uring unavailable here: skipped");
         return;
     }
     let file = std::fs::read(&path).unwrap();

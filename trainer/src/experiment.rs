@@ -60,7 +60,7 @@ pub struct ExperimentConfig {
     pub clip_norm: f64,
     /// The f-gram model's learning rate as a multiple of `lr` (its own
     /// parameters; T takes `lr`). See docs/TRAINING.md for why it is below 1.
-    #[serde(default = "default_fgram_lr_scale")]
+    #[serde(default = "crate::nn::adamw::default_fgram_lr_scale")]
     pub fgram_lr_scale: f64,
     pub seed: u64,
     pub table_dtype: Dtype,
@@ -161,11 +161,6 @@ impl ExperimentConfig {
 }
 
 fn default_clip_norm() -> f64 {
-    1.0
-}
-
-/// Configurations written before the field existed trained at 1.
-fn default_fgram_lr_scale() -> f64 {
     1.0
 }
 

@@ -19,11 +19,13 @@ pub struct AdamWConfig {
     pub clip_norm: f64,
     /// Learning-rate multiplier for the f-gram model's own parameters (names
     /// `fgram.*`); T, which it reads, belongs to the LM and takes the LM's rate.
-    #[serde(default = "one")]
+    #[serde(default = "default_fgram_lr_scale")]
     pub fgram_lr_scale: f64,
 }
 
-fn one() -> f64 {
+/// The f-gram model's learning-rate scale of configurations written before
+/// the field existed: they trained at the LM's rate.
+pub fn default_fgram_lr_scale() -> f64 {
     1.0
 }
 
