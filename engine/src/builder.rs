@@ -21,7 +21,7 @@ use crate::error::BuildError;
 use crate::extsort::ExternalSorter;
 use crate::format::{
     align_up, encode_header_block, row_stride, BuildInfo, Header, IndexParams, Section, SectionKind, TokenizerInfo,
-    HEADER_BLOCK, MAX_N, SECTION_ALIGN, TOKEN_PAD,
+    HEADER_BLOCK, MAX_DIM, MAX_N, SECTION_ALIGN, TOKEN_PAD,
 };
 use crate::index::IndexWriter;
 use crate::key::{suffix_keys, DEFAULT_KEY_SEED};
@@ -69,8 +69,8 @@ impl BuildConfig {
 
     fn validate(&self) -> Result<(), BuildError> {
         let bad = |m: String| Err(BuildError::Config(m));
-        if self.dim == 0 {
-            return bad("dim must be at least 1".into());
+        if self.dim == 0 || self.dim > MAX_DIM {
+            return bad(format!("dim must be in 1..={MAX_DIM}, got {}", self.dim));
         }
         if !(2..=MAX_N as u32).contains(&self.n_max) {
             return bad(format!("n_max must be in 2..={MAX_N}, got {}", self.n_max));

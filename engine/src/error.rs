@@ -24,6 +24,10 @@ pub enum OpenError {
     BadSection { path: PathBuf, section: SectionKind, reason: String },
     #[error("{path}: section {section} checksum mismatch (stored {stored:#018x}, computed {computed:#018x}): the file is damaged; rebuild or restore it")]
     Checksum { path: PathBuf, section: SectionKind, stored: u64, computed: u64 },
+    #[error("{path}: is {what}; a table must be a regular file")]
+    NotARegularFile { path: PathBuf, what: &'static str },
+    #[error("{path}: the file was replaced since the table was opened (another device or inode); reopen the table to read the new version")]
+    Replaced { path: PathBuf },
     #[error("{path}: this platform is big-endian; scone tables are little-endian and are only served on little-endian hosts")]
     BigEndianHost { path: PathBuf },
     /// From [`Table::check_tokenizer`](crate::Table::check_tokenizer): the table

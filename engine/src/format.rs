@@ -29,6 +29,9 @@ pub const STRIDE_ALIGN: u64 = 64;
 pub const TOKEN_PAD: u32 = u32::MAX;
 /// Longest n-gram a table may hold.
 pub const MAX_N: usize = 16;
+/// Largest row dimension a table may declare: a header can then never make a
+/// reader allocate more than `MAX_DIM * 4` bytes for one row.
+pub const MAX_DIM: u32 = 1 << 20;
 /// Bytes before the bincode header: magic, version, header length, header checksum.
 pub const PREAMBLE: usize = 8 + 4 + 4 + 8;
 
@@ -143,6 +146,82 @@ impl Header {
     pub fn section(&self, kind: SectionKind) -> Option<&Section> {
         self.sections.iter().find(|s| s.kind == kind)
     }
+}
+
+/// Checks a header's numbers against each other (not yet against the file):
+/// every table the builder writes passes, and a header that fails could only
+/// answer wrongly or ask for absurd memory. Returns the reason.
+pub fn check_header_fields(h: &Header) -> Result<(), String> {
+    use crate::index::{capacity_for, slot_bits_for};
+    if h.dim == 0 || h.dim > MAX_DIM {
+        return Err(format!("dimension {} not in 1..={MAX_DIM}", h.dim));
+    }
+    if h.n_max < 2 || h.n_max as usize > MAX_N {
+        return Err(format!("n_max {} not in 2..={MAX_N}", h.n_max));
+    }
+    if h.rows == 0 || h.rows >= u32::MAX as u64 - 1 {
+        return Err(format!("row count {} not in 1..{}", h.rows, u32::MAX - 1));
+    }
+    if h.vocab_size == 0 {
+        return Err("vocabulary size 0: no token id can be stored".into());
+    }
+    let row_bytes = h.row_bytes();
+    if h.row_stride < row_bytes
+        || !h.row_stride.is_multiple_of(STRIDE_ALIGN)
+        || h.row_stride != row_stride(h.dim, h.dtype)
+    {
+        return Err(format!(
+            "row stride {} is not the {}-byte stride of a {row_bytes}-byte row",
+            h.row_stride,
+            row_stride(h.dim, h.dtype)
+        ));
+    }
+    let ix = &h.index;
+    if ix.key_bits == 0 || ix.key_bits > 64 {
+        return Err(format!("index key bits {} not in 1..=64", ix.key_bits));
+    }
+    if ix.slot_bits != slot_bits_for(h.rows) {
+        return Err(format!(
+            "index slot bits {} should be {} for {} rows",
+            ix.slot_bits,
+            slot_bits_for(h.rows),
+            h.rows
+        ));
+    }
+    // Each f-gram has at most n_max - 2 proper suffixes of 2 tokens or more.
+    let max_markers = h.rows.saturating_mul(h.n_max as u64 - 2);
+    if ix.markers > max_markers {
+        return Err(format!(
+            "{} marker entries; {} rows of at most {} tokens allow {max_markers}",
+            ix.markers, h.rows, h.n_max
+        ));
+    }
+    let keys = h.rows + ix.markers;
+    if ix.capacity != capacity_for(keys) {
+        return Err(format!("index capacity {} should be {} for {keys} keys", ix.capacity, capacity_for(keys)));
+    }
+    // Home range, an overflow tail of at most one entry per key, the terminator.
+    if ix.len <= ix.capacity || ix.len > ix.capacity + keys + 1 {
+        return Err(format!("index of {} entries does not fit {} home positions and {keys} keys", ix.len, ix.capacity));
+    }
+    let mut kinds: Vec<SectionKind> = h.sections.iter().map(|s| s.kind).collect();
+    kinds.sort_by_key(|k| *k as u8);
+    if kinds.windows(2).any(|w| w[0] == w[1]) {
+        return Err("a section is listed twice".into());
+    }
+    Ok(())
+}
+
+/// Checks that no two sections share a byte.
+pub fn check_no_overlap(sections: &[Section]) -> Result<(), String> {
+    let mut v: Vec<&Section> = sections.iter().collect();
+    v.sort_by_key(|s| s.offset);
+    for w in v.windows(2) {
+        if w[0].offset + w[0].len > w[1].offset {
+            return Err(format!("sections {} and {} overlap", w[0].kind, w[1].kind));
+        }
+    }
+    Ok(())
 }
 
 pub const fn align_up(x: u64, a: u64) -> u64 {

@@ -61,13 +61,32 @@ pub struct IndexView<'a> {
     hi_mask: u64,
     key_mask: u64,
     marker: u32,
+    /// Most entries one probe reads (see [`IndexCheck::probe_limit`]).
+    limit: usize,
 }
 
 impl<'a> IndexView<'a> {
+    /// A view whose probes stop only at an empty entry, a larger key or the
+    /// end of `entries`; tables use [`with_probe_limit`](Self::with_probe_limit).
     pub fn new(entries: &'a [u64], params: &IndexParams) -> Self {
         let slot_mask = 1u64.checked_shl(params.slot_bits).map_or(u64::MAX, |b| b - 1);
         let marker = (slot_mask.wrapping_sub(1) & u32::MAX as u64) as u32;
-        IndexView { entries, capacity: params.capacity, hi_mask: !slot_mask, key_mask: params.key_mask(), marker }
+        IndexView {
+            entries,
+            capacity: params.capacity,
+            hi_mask: !slot_mask,
+            key_mask: params.key_mask(),
+            marker,
+            limit: usize::MAX,
+        }
+    }
+
+    /// Probes read at most `limit` entries from a key's home position: the
+    /// bound [`check_entries`] proved for this array, so that no array, however
+    /// crafted, makes a lookup scan far.
+    pub fn with_probe_limit(mut self, limit: u64) -> Self {
+        self.limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        self
     }
 
     #[inline]
@@ -115,7 +134,8 @@ impl<'a> IndexView<'a> {
         let key = key & self.key_mask;
         let fp = key & self.hi_mask;
         let mut i = self.home(key);
-        while let Some(&e) = self.entries.get(i) {
+        let end = i.saturating_add(self.limit);
+        while let Some(&e) = self.entries.get(i).filter(|_| i < end) {
             if e == EMPTY {
                 return;
             }
@@ -160,6 +180,72 @@ impl<'a> IndexView<'a> {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// What [`check_entries`] established about an index array.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexCheck {
+    /// Entries that point at rows (one per row).
+    pub fgrams: u64,
+    /// Marker entries.
+    pub markers: u64,
+    /// Entries a probe must read at most to see every entry of its key: one
+    /// more than the largest distance of an entry from its home position.
+    pub probe_limit: u64,
+}
+
+/// Checks an index array against the invariants the writer keeps, so that a
+/// damaged or crafted array (even one whose checksum matches) cannot make
+/// lookups wrong or slow: it ends with an empty entry; every non-empty entry
+/// points at a row below `rows` (each row exactly once) or is a marker (as many
+/// as `params.markers`); no entry carries key bits beyond `params.key_bits`;
+/// fingerprints never decrease; and no entry sits before its home position.
+/// The distances from home bound every probe ([`IndexView::with_probe_limit`]).
+/// One pass over the array, plus a bitmap of `rows` bits.
+pub fn check_entries(entries: &[u64], params: &IndexParams, rows: u64) -> Result<IndexCheck, String> {
+    if entries.last() != Some(&EMPTY) {
+        return Err("does not end with an empty entry".into());
+    }
+    let slot_mask = 1u64.checked_shl(params.slot_bits).map_or(u64::MAX, |b| b - 1);
+    let (hi_mask, key_mask) = (!slot_mask, params.key_mask());
+    let marker = marker_slot(params.slot_bits) as u64;
+    let mut seen = vec![0u64; (rows as usize).div_ceil(64)];
+    let (mut fgrams, mut markers, mut max_dist, mut prev_fp) = (0u64, 0u64, 0u64, 0u64);
+    for (i, &e) in entries.iter().enumerate() {
+        if e == EMPTY {
+            continue;
+        }
+        let (fp, slot) = (e & hi_mask, e & slot_mask);
+        if fp & !key_mask != 0 {
+            return Err(format!("entry {i} has key bits beyond the header's {} key bits", params.key_bits));
+        }
+        if fp < prev_fp {
+            return Err(format!("entry {i} is out of key order"));
+        }
+        prev_fp = fp;
+        let h = home(fp, params.capacity) as u64;
+        let dist = (i as u64).checked_sub(h).ok_or_else(|| format!("entry {i} sits before its home position {h}"))?;
+        max_dist = max_dist.max(dist);
+        if slot == marker {
+            markers += 1;
+        } else if slot >= rows {
+            return Err(format!("entry {i} points at slot {slot}; the table has {rows} rows"));
+        } else {
+            let (w, b) = ((slot / 64) as usize, slot % 64);
+            if seen[w] & (1 << b) != 0 {
+                return Err(format!("slot {slot} is indexed twice (again at entry {i})"));
+            }
+            seen[w] |= 1 << b;
+            fgrams += 1;
+        }
+    }
+    if fgrams != rows {
+        return Err(format!("indexes {fgrams} rows; the table has {rows}"));
+    }
+    if markers != params.markers {
+        return Err(format!("holds {markers} marker entries; the header says {}", params.markers));
+    }
+    Ok(IndexCheck { fgrams, markers, probe_limit: max_dist + 1 })
 }
 
 /// Writes an index section from (key, slot) pairs given in ascending key order.

@@ -8,10 +8,9 @@ use memmap2::Mmap;
 use crate::dtype::Dtype;
 use crate::error::OpenError;
 use crate::format::{
-    decode_header_block, Header, HeaderProblem, Section, SectionKind, HEADER_BLOCK, MAX_N, SECTION_ALIGN, STRIDE_ALIGN,
-    TOKEN_PAD,
+    decode_header_block, Header, HeaderProblem, Section, SectionKind, HEADER_BLOCK, SECTION_ALIGN, TOKEN_PAD,
 };
-use crate::index::{IndexView, EMPTY};
+use crate::index::{check_entries, IndexView};
 use crate::key::ngram_key;
 
 /// How to open a table.
@@ -43,6 +42,10 @@ impl Default for OpenOptions {
 /// An open table. Cheap to share across threads (`&Table` is `Sync`).
 pub struct Table {
     path: PathBuf,
+    /// The file opened once at open: every read of this table (mapping, direct
+    /// reads, resident copies) goes through it, never through `path` again, so
+    /// a table replaced on disk after open is never mixed into this one.
+    file: File,
     header: Header,
     map: Mmap,
     rows: Section,
@@ -56,6 +59,8 @@ pub struct Table {
     resident: Option<Mmap>,
     /// The rows section, copied out of the file (see [`OpenOptions::resident_rows`]).
     resident_rows: Option<Mmap>,
+    /// Most index entries a probe reads ([`crate::index::check_entries`]).
+    probe_limit: u64,
 }
 
 impl std::fmt::Debug for Table {
@@ -76,7 +81,19 @@ impl Table {
         if cfg!(target_endian = "big") {
             return Err(OpenError::BigEndianHost { path });
         }
-        let file = File::open(&path).map_err(|source| OpenError::Io { path: path.clone(), source })?;
+        let file = open_regular(&path)?;
+        Self::from_file(path, file, opts)
+    }
+
+    /// The same file opened again with other options (e.g. resident rows):
+    /// through this table's own file handle, so it is the very same file even
+    /// if `path` now names another one.
+    pub fn reopen_with(&self, opts: OpenOptions) -> Result<Table, OpenError> {
+        let file = self.file.try_clone().map_err(|source| OpenError::Io { path: self.path.clone(), source })?;
+        Self::from_file(self.path.clone(), file, opts)
+    }
+
+    fn from_file(path: PathBuf, file: File, opts: OpenOptions) -> Result<Table, OpenError> {
         // SAFETY: tables are immutable: scone never writes to a file once it has been
         // renamed into place (a new version is a new file). Modifying or truncating a
         // table file while it is open is outside the contract (docs/FORMAT.md); the
@@ -90,7 +107,7 @@ impl Table {
             }
             HeaderProblem::Damaged(reason) => OpenError::BadHeader { path: path.clone(), reason },
         })?;
-        let mut t = Self::check_layout(path, header, map)?;
+        let mut t = Self::check_layout(path, file, header, map)?;
         let io = |source| OpenError::Io { path: t.path.clone(), source };
         if opts.resident_index {
             let copy = copy_to_anonymous(&[t.bytes(&t.index), t.bytes(&t.ngrams)]).map_err(io)?;
@@ -101,7 +118,9 @@ impl Table {
             t.resident_rows = Some(copy);
         }
         for s in [Some(t.ngrams), Some(t.index), t.counts, t.tokenizer].into_iter().flatten() {
-            t.check_section(&s)?;
+            if let Some(limit) = t.check_section(&s)? {
+                t.probe_limit = limit;
+            }
         }
         if opts.verify_rows {
             for s in [Some(t.rows), t.token_rows].into_iter().flatten() {
@@ -112,25 +131,10 @@ impl Table {
     }
 
     /// Validates the header's numbers against each other and the file size.
-    fn check_layout(path: PathBuf, header: Header, map: Mmap) -> Result<Table, OpenError> {
+    fn check_layout(path: PathBuf, file: File, header: Header, map: Mmap) -> Result<Table, OpenError> {
         let bad_header = |reason: String| OpenError::BadHeader { path: path.clone(), reason };
         let h = &header;
-        if h.dim == 0 || h.n_max < 2 || h.n_max as usize > MAX_N || h.rows == 0 || h.rows >= u32::MAX as u64 {
-            return Err(bad_header(format!("implausible shape: dim {}, n_max {}, rows {}", h.dim, h.n_max, h.rows)));
-        }
-        let row_bytes = h.row_bytes();
-        if h.row_stride < row_bytes || !h.row_stride.is_multiple_of(STRIDE_ALIGN) {
-            return Err(bad_header(format!(
-                "row stride {} does not hold a {row_bytes}-byte row at {STRIDE_ALIGN}-byte alignment",
-                h.row_stride
-            )));
-        }
-        if h.index.key_bits == 0 || h.index.key_bits > 64 {
-            return Err(bad_header(format!("index key bits {} not in 1..=64", h.index.key_bits)));
-        }
-        if h.index.slot_bits == 0 || h.index.slot_bits > 32 || ((h.rows + 1) >> h.index.slot_bits) != 0 {
-            return Err(bad_header(format!("index slot bits {} cannot address {} rows", h.index.slot_bits, h.rows)));
-        }
+        crate::format::check_header_fields(h).map_err(bad_header)?;
         let file_len = map.len() as u64;
         let section = |kind: SectionKind, expect_len: Option<u64>| -> Result<Option<Section>, OpenError> {
             let Some(s) = h.section(kind).copied() else { return Ok(None) };
@@ -167,14 +171,24 @@ impl Table {
         if h.hottest_first && counts.is_none() {
             return Err(missing(SectionKind::Counts));
         }
-        if h.index.len < 1 || h.index.capacity >= h.index.len {
+        let present: Vec<Section> =
+            [Some(rows), counts, Some(ngrams), Some(index), tokenizer, token_rows].into_iter().flatten().collect();
+        crate::format::check_no_overlap(&present).map_err(bad_header)?;
+        // The builder pads the file to the end of its last section's page: a
+        // file of any other length was truncated or appended to.
+        let end = present.iter().map(|s| s.offset + s.len).max().unwrap_or(HEADER_BLOCK);
+        let want = crate::format::align_up(end, SECTION_ALIGN);
+        if file_len != want {
             return Err(bad_header(format!(
-                "index of {} entries cannot have {} home positions",
-                h.index.len, h.index.capacity
+                "the file is {file_len} bytes; its sections end at {end}, so it should be {want} (truncated or appended to?)"
             )));
+        }
+        if h.tokenizer.is_some() != tokenizer.is_some() {
+            return Err(bad_header("the tokenizer's description and its section must come together".into()));
         }
         Ok(Table {
             path,
+            file,
             header,
             map,
             rows,
@@ -185,30 +199,51 @@ impl Table {
             token_rows,
             resident: None,
             resident_rows: None,
+            probe_limit: 0,
         })
     }
 
-    fn check_section(&self, s: &Section) -> Result<(), OpenError> {
+    /// Checksums a section and checks what its content must satisfy; for the
+    /// index, returns the probe bound that check proved.
+    fn check_section(&self, s: &Section) -> Result<Option<u64>, OpenError> {
         let computed = xxhash_rust::xxh3::xxh3_64(self.bytes(s));
         if computed != s.checksum {
             return Err(OpenError::Checksum { path: self.path.clone(), section: s.kind, stored: s.checksum, computed });
         }
-        if s.kind == SectionKind::Index && self.index_entries().last() != Some(&EMPTY) {
-            return Err(OpenError::BadSection {
-                path: self.path.clone(),
-                section: s.kind,
-                reason: "does not end with an empty entry".into(),
-            });
+        let bad = |reason| OpenError::BadSection { path: self.path.clone(), section: s.kind, reason };
+        match s.kind {
+            SectionKind::Index => {
+                let c = check_entries(self.index_entries(), &self.header.index, self.header.rows).map_err(bad)?;
+                Ok(Some(c.probe_limit))
+            }
+            SectionKind::Ngrams => {
+                check_ngram_records(self.ngram_words(), self.n_max(), self.header.vocab_size).map_err(bad)?;
+                Ok(None)
+            }
+            _ => Ok(None),
         }
-        Ok(())
     }
 
-    /// Checksums every section, the rows included. Returns the sections checked.
+    /// Checksums every section, the rows included, and looks every stored
+    /// n-gram up (each must be found at its own row). Returns the sections checked.
     pub fn verify(&self) -> Result<Vec<Section>, OpenError> {
         let all = [Some(self.rows), self.counts, Some(self.ngrams), Some(self.index), self.tokenizer, self.token_rows];
         let all: Vec<Section> = all.into_iter().flatten().collect();
         for s in &all {
             self.check_section(s)?;
+        }
+        // Every row's n-gram must be found at its own slot: an index whose
+        // entries are well-formed but whose keys do not match the stored
+        // n-grams (a crafted, re-checksummed file) would answer "not found".
+        for slot in 0..self.rows() as u32 {
+            let g = self.ngram(slot).unwrap_or(&[]);
+            if self.lookup(g) != Some(slot) {
+                return Err(OpenError::BadSection {
+                    path: self.path.clone(),
+                    section: SectionKind::Index,
+                    reason: format!("the n-gram {g:?} of row {slot} is not found at its row by its key"),
+                });
+            }
         }
         Ok(all)
     }
@@ -236,6 +271,33 @@ impl Table {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The file this table was opened from (the handle every reader of it
+    /// reads through; see [`reopen_file`](Self::reopen_file)).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// A new handle on this table's file, optionally with `O_DIRECT`, for a
+    /// reader of its own. It is always the same file (inode) as the table's,
+    /// even after `path` was replaced: on Linux it is reopened through
+    /// `/proc/self/fd`; where that is unavailable the path is opened and its
+    /// device and inode compared with the table's, and a replaced file is an
+    /// error ([`OpenError::Replaced`]). Returns the file and whether it is
+    /// `O_DIRECT` (false where the file system refuses it; then a duplicate
+    /// of the table's own handle is returned, reading through the page cache).
+    pub fn reopen_file(&self, direct: bool) -> Result<(File, bool), OpenError> {
+        let io = |source| OpenError::Io { path: self.path.clone(), source };
+        if !direct {
+            return Ok((self.file.try_clone().map_err(io)?, false));
+        }
+        match crate::read::reopen_same_file(&self.file, &self.path) {
+            Ok(Some(f)) => Ok((f, true)),
+            Ok(None) => Ok((self.file.try_clone().map_err(io)?, false)),
+            Err(crate::read::ReopenError::Replaced) => Err(OpenError::Replaced { path: self.path.clone() }),
+            Err(crate::read::ReopenError::Io(e)) => Err(io(e)),
+        }
     }
 
     pub fn header(&self) -> &Header {
@@ -269,7 +331,7 @@ impl Table {
     }
 
     pub fn index(&self) -> IndexView<'_> {
-        IndexView::new(self.index_entries(), &self.header.index)
+        IndexView::new(self.index_entries(), &self.header.index).with_probe_limit(self.probe_limit)
     }
 
     /// Bytes the index occupies in memory.
@@ -406,6 +468,54 @@ impl Table {
             }),
         }
     }
+}
+
+/// Checks the padded n-gram records: each holds 2..=n_max token ids below
+/// `vocab_size`, then only padding. A record that breaks this could never be
+/// matched (or would match ids the tokenizer never produces).
+fn check_ngram_records(words: &[u32], n_max: usize, vocab_size: u32) -> Result<(), String> {
+    for (slot, rec) in words.chunks_exact(n_max).enumerate() {
+        let len = rec.iter().position(|&t| t == TOKEN_PAD).unwrap_or(n_max);
+        if len < 2 {
+            return Err(format!("record {slot} holds {len} tokens; an f-gram has at least 2"));
+        }
+        if let Some(t) = rec[..len].iter().find(|&&t| t >= vocab_size) {
+            return Err(format!("record {slot} holds token id {t}, not below the vocabulary size {vocab_size}"));
+        }
+        if rec[len..].iter().any(|&t| t != TOKEN_PAD) {
+            return Err(format!("record {slot} has a token after its padding"));
+        }
+    }
+    Ok(())
+}
+
+/// Opens `path` for reading if it is a regular file. Opened non-blocking, so
+/// that a FIFO or device is refused instead of blocking the open forever;
+/// the flag has no effect on reads of a regular file.
+fn open_regular(path: &Path) -> Result<File, OpenError> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let io = |source| OpenError::Io { path: path.to_path_buf(), source };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(io)?;
+    let ft = file.metadata().map_err(io)?.file_type();
+    if !ft.is_file() {
+        let what = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_block_device() || ft.is_char_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return Err(OpenError::NotARegularFile { path: path.to_path_buf(), what });
+    }
+    Ok(file)
 }
 
 /// Copies `parts` back to back into one anonymous mapping advised to use huge

@@ -8,6 +8,7 @@ pub mod backend;
 mod dio;
 pub mod faulty;
 mod hot;
+mod reopen;
 mod ticket;
 pub mod uring;
 
@@ -29,6 +30,7 @@ use dio::{align_down, align_up};
 pub use dio::{statx_dio_align, AlignSource, DirectAlign, MIN_DIRECT_ALIGN};
 pub use faulty::FaultyBackend;
 use hot::HotPrefix;
+pub(crate) use reopen::{reopen_same_file, ReopenError};
 pub use ticket::Ticket;
 use ticket::TicketPool;
 pub use uring::{RingSetup, UringBackend, DEFAULT_SPIN_US, MAX_QUEUE_DEPTH};
@@ -64,7 +66,9 @@ pub enum ReadMode {
     /// holds the rows, faulted in on demand.
     Mmap,
     /// Copy from the rows copied at open into huge-page anonymous memory
-    /// ([`OpenOptions::resident_rows`]); the table is reopened that way if needed.
+    /// ([`OpenOptions::resident_rows`]); the table's file is reopened that way
+    /// if needed (through the table's handle: the same file, whatever its path
+    /// names now).
     Resident,
     /// Read from the file on every call, `O_DIRECT`, through `backend` with up
     /// to `queue_depth` reads in flight (pread: that many threads, at most
@@ -333,13 +337,14 @@ impl<'t> RowReader<'t> {
             ReadMode::Resident => {
                 if !table.rows_are_resident() {
                     let o = OpenOptions { resident_rows: true, ..OpenOptions::default() };
-                    r.resident = Some(Table::open_with(table.path(), o)?);
+                    r.resident = Some(table.reopen_with(o)?);
                 }
             }
             ReadMode::Direct { backend, queue_depth } => {
                 let path = table.path();
                 let open_err = |source| ReadError::Open { path: path.to_path_buf(), source };
-                let (file, o_direct) = open_file(path, opts.o_direct).map_err(open_err)?;
+                // The table's own file, never `path` again (snapshot consistency).
+                let (file, o_direct) = table.reopen_file(opts.o_direct)?;
                 let align = DirectAlign::resolve(&file, o_direct, opts.force_direct_align);
                 let qd = queue_depth.max(1);
                 let uring = |file| {
