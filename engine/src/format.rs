@@ -18,7 +18,31 @@ use serde::{Deserialize, Serialize};
 use crate::dtype::Dtype;
 
 pub const MAGIC: [u8; 8] = *b"SCONETBL";
-pub const FORMAT_VERSION: u32 = 1;
+/// The version this build writes ([`FormatVersion::CURRENT`] as a number).
+pub const FORMAT_VERSION: u32 = FormatVersion::CURRENT as u32;
+
+/// The table format versions this build reads. A new version adds a variant
+/// (and committed fixtures, engine/tests/fixtures/); a reader keeps opening
+/// every earlier one. docs/FORMAT.md has the log of versions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum FormatVersion {
+    /// 2026-11: the first format (header byte layout in docs/FORMAT.md).
+    V1 = 1,
+}
+
+impl FormatVersion {
+    /// The version new tables are written in.
+    pub const CURRENT: FormatVersion = FormatVersion::V1;
+
+    /// The version stored as `v`, if this build knows it.
+    pub fn from_u32(v: u32) -> Option<FormatVersion> {
+        match v {
+            1 => Some(FormatVersion::V1),
+            _ => None,
+        }
+    }
+}
 /// Size of the header block; the rows section starts here.
 pub const HEADER_BLOCK: u64 = 4096;
 /// Every section starts at a multiple of this (O_DIRECT and page alignment).
