@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! offset 0     header block (4096 bytes): magic, format version, header length,
-//!              header checksum, bincode-encoded [`Header`], zero padding
+//!              header checksum, the [`Header`] (header_codec.rs), zero padding
 //! 4096         rows section        rows * row_stride bytes
 //! (4096-aligned) counts section    rows * u64 LE (only when the build had counts)
 //! (4096-aligned) ngrams section    rows * n_max * u32 LE, padded with u32::MAX
@@ -12,7 +12,8 @@
 //! (4096-aligned) tokenizer section optional, opaque bytes + kind string in the header
 //! ```
 
-use bincode::Options as _;
+mod header_codec;
+
 use serde::{Deserialize, Serialize};
 
 use crate::dtype::Dtype;
@@ -56,7 +57,7 @@ pub const MAX_N: usize = 16;
 /// Largest row dimension a table may declare: a header can then never make a
 /// reader allocate more than `MAX_DIM * 4` bytes for one row.
 pub const MAX_DIM: u32 = 1 << 20;
-/// Bytes before the bincode header: magic, version, header length, header checksum.
+/// Bytes before the header: magic, version, header length, header checksum.
 pub const PREAMBLE: usize = 8 + 4 + 4 + 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -256,16 +257,9 @@ pub fn row_stride(dim: u32, dtype: Dtype) -> u64 {
     align_up(dim as u64 * dtype.size() as u64, STRIDE_ALIGN)
 }
 
-/// Fixed-width little-endian integers, a size limit so that a crafted length
-/// prefix cannot ask for a huge allocation, and no trailing bytes.
-fn bincode_options() -> impl bincode::Options {
-    use bincode::Options;
-    bincode::DefaultOptions::new().with_fixint_encoding().with_little_endian().with_limit(HEADER_BLOCK)
-}
-
 /// Serializes the header block (exactly HEADER_BLOCK bytes).
 pub fn encode_header_block(h: &Header) -> Result<Vec<u8>, String> {
-    let body = bincode_options().serialize(h).map_err(|e| format!("cannot encode header: {e}"))?;
+    let body = header_codec::encode(h);
     if PREAMBLE + body.len() > HEADER_BLOCK as usize {
         return Err(format!(
             "header is {} bytes, more than the {} the header block holds (shorten the build source text)",
@@ -315,5 +309,5 @@ pub fn decode_header_block(block: &[u8]) -> Result<Header, HeaderProblem> {
             "header checksum mismatch (stored {stored:#018x}, computed {computed:#018x})"
         )));
     }
-    bincode_options().deserialize(body).map_err(|e| HeaderProblem::Damaged(format!("cannot decode header: {e}")))
+    header_codec::decode(body).map_err(|e| HeaderProblem::Damaged(format!("cannot decode header: {e}")))
 }
