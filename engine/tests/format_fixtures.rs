@@ -134,7 +134,9 @@ fn build_fixture(f: &Fixture, path: &Path) {
 }
 
 /// Damaged variants of the first fixture and the error each must give.
-fn damaged() -> Vec<(&'static str, Box<dyn Fn(&mut Vec<u8>)>)> {
+type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+
+fn damaged() -> Vec<(&'static str, Damage)> {
     let body = |b: &Vec<u8>| u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
     vec![
         ("damaged-magic.scone", Box::new(|b: &mut Vec<u8>| b[0] = b'X')),
