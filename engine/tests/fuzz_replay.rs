@@ -50,3 +50,11 @@ fn match_tokens_inputs() {
 fn model_table_inputs() {
     assert!(replay("model_table", untrusted::model_check) > 0);
 }
+
+#[test]
+fn the_table_seed_is_a_valid_table() {
+    // Mutations should start from a file that passes every check.
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/table_file/small.scone");
+    let t = engine::Table::open(&seed).unwrap();
+    t.verify().unwrap();
+}
