@@ -43,6 +43,9 @@ impl Default for OpenOptions {
 /// An open table. Cheap to share across threads (`&Table` is `Sync`).
 pub struct Table {
     path: PathBuf,
+    /// The file the table was opened from, kept open: the mapping's source,
+    /// and what catalog readers lock (docs/CATALOG.md).
+    file: File,
     header: Header,
     map: Mmap,
     rows: Section,
@@ -90,7 +93,7 @@ impl Table {
             }
             HeaderProblem::Damaged(reason) => OpenError::BadHeader { path: path.clone(), reason },
         })?;
-        let mut t = Self::check_layout(path, header, map)?;
+        let mut t = Self::check_layout(path, file, header, map)?;
         let io = |source| OpenError::Io { path: t.path.clone(), source };
         if opts.resident_index {
             let copy = copy_to_anonymous(&[t.bytes(&t.index), t.bytes(&t.ngrams)]).map_err(io)?;
@@ -112,7 +115,7 @@ impl Table {
     }
 
     /// Validates the header's numbers against each other and the file size.
-    fn check_layout(path: PathBuf, header: Header, map: Mmap) -> Result<Table, OpenError> {
+    fn check_layout(path: PathBuf, file: File, header: Header, map: Mmap) -> Result<Table, OpenError> {
         let bad_header = |reason: String| OpenError::BadHeader { path: path.clone(), reason };
         let h = &header;
         if h.dim == 0 || h.n_max < 2 || h.n_max as usize > MAX_N || h.rows == 0 || h.rows >= u32::MAX as u64 {
@@ -175,6 +178,7 @@ impl Table {
         }
         Ok(Table {
             path,
+            file,
             header,
             map,
             rows,
@@ -236,6 +240,12 @@ impl Table {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The file the table was opened from (still open; its name may since
+    /// have been removed or replaced).
+    pub fn file(&self) -> &File {
+        &self.file
     }
 
     pub fn header(&self) -> &Header {
