@@ -99,6 +99,10 @@ impl Manifest {
                 supported: FORMAT_VERSION,
             });
         }
+        let reserved = u32::from_le_bytes(rest[4..8].try_into().unwrap_or([0; 4]));
+        if reserved != 0 {
+            return Err(damaged(format!("reserved field is {reserved:#x}, not 0")));
+        }
         let (len, stored) = (word(8), word(16));
         let body = &bytes[PREAMBLE..];
         if len > MAX_BODY || len != body.len() as u64 {
