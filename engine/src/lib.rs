@@ -32,7 +32,7 @@ pub mod table;
 pub mod untrusted;
 
 pub use builder::{BuildConfig, BuildPhase, BuildSummary, TableBuilder};
-pub use catalog::{Catalog, CatalogError, TableSnapshot, VersionRecord};
+pub use catalog::{Catalog, CatalogError, GcReport, TableListing, TableSnapshot, VersionRecord};
 pub use dtype::Dtype;
 pub use error::{BuildError, Error, GatherError, OpenError};
 pub use gather::{gather, gather_with_token_rows, GatherOptions, MISS_SLOT};
