@@ -44,12 +44,24 @@ pub fn run(cmd: CatalogCmd) -> Result<()> {
         }
         CatalogCmd::Add { dir, name, table } => {
             let v = Catalog::open(&dir)?.add(&name, &table)?;
-            outln!("{name}: version {} added ({} rows, {} bytes) from {}", v.version, v.rows, v.file_len, table.display());
+            outln!(
+                "{name}: version {} added ({} rows, {} bytes) from {}",
+                v.version,
+                v.rows,
+                v.file_len,
+                table.display()
+            );
         }
         CatalogCmd::Swap { dir, name, table, no_gc } => {
             let cat = Catalog::open(&dir)?;
             let v = cat.swap(&name, &table)?;
-            outln!("{name}: version {} is current ({} rows, {} bytes) from {}", v.version, v.rows, v.file_len, table.display());
+            outln!(
+                "{name}: version {} is current ({} rows, {} bytes) from {}",
+                v.version,
+                v.rows,
+                v.file_len,
+                table.display()
+            );
             if !no_gc {
                 report_gc(&cat.gc()?, cat.dir())?;
             }

@@ -300,9 +300,7 @@ impl TableBuilder {
             self.last_count = c;
         }
         match &mut self.row_sorter {
-            Some(sorter) => {
-                sorter.push(&self.scratch).map_err(|e| temp_error(&self.path, &self.temp_dir, e))
-            }
+            Some(sorter) => sorter.push(&self.scratch).map_err(|e| temp_error(&self.path, &self.temp_dir, e)),
             None => {
                 let rec = std::mem::take(&mut self.scratch);
                 let r = self.lay_out(&rec, record);
@@ -449,7 +447,11 @@ impl TableBuilder {
         // 2. Counts and n-grams, copied from their side files.
         let with_counts = self.with_counts == Some(true);
         let side = [
-            (SectionKind::Counts, std::mem::replace(&mut self.counts, side_writer(&self.path, &self.temp_dir)?), with_counts),
+            (
+                SectionKind::Counts,
+                std::mem::replace(&mut self.counts, side_writer(&self.path, &self.temp_dir)?),
+                with_counts,
+            ),
             (SectionKind::Ngrams, std::mem::replace(&mut self.ngrams, side_writer(&self.path, &self.temp_dir)?), true),
         ];
         for (kind, w, present) in side {

@@ -22,9 +22,8 @@ pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
         let (f, t) = (c_path(from)?, c_path(to)?);
         // SAFETY: both pointers are NUL-terminated strings that outlive the
         // call; renameat2 only reads them.
-        let r = unsafe {
-            libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE)
-        };
+        let r =
+            unsafe { libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE) };
         if r == 0 {
             return Ok(true);
         }

@@ -69,7 +69,10 @@ fn a_failed_fsync_is_reported_and_not_retried() {
     let path = dir.path().join("t.scone");
     let err = build_with(&path, &spec, WriteFaults { fail_sync: true, ..Default::default() }).unwrap_err();
     let msg = err.to_string();
-    assert_eq!(msg, format!("{}: cannot fsync the table; nothing was published: injected fsync failure", path.display()));
+    assert_eq!(
+        msg,
+        format!("{}: cannot fsync the table; nothing was published: injected fsync failure", path.display())
+    );
     assert!(dir_entries(dir.path()).is_empty());
 }
 

@@ -80,7 +80,8 @@ fn misuse_is_an_error_that_names_the_fix_and_changes_nothing() {
     assert!(msg(cat.swap("emb", &t).unwrap_err()).contains("no table named `emb`; add it with `scone catalog add`"));
     cat.add("emb", &t).unwrap();
     build_valued(&t, 2.0, 4, false);
-    assert!(msg(cat.add("emb", &t).unwrap_err()).contains("already has a table named `emb`; replace its version with `scone catalog swap`"));
+    assert!(msg(cat.add("emb", &t).unwrap_err())
+        .contains("already has a table named `emb`; replace its version with `scone catalog swap`"));
     assert!(t.exists(), "a refused add leaves the source where it was");
     for bad in ["", ".hidden", "a/b", "sp ace", &"x".repeat(65)] {
         assert!(matches!(cat.add(bad, &t), Err(CatalogError::BadName { .. })), "{bad:?}");
@@ -163,15 +164,13 @@ fn gc_removes_the_litter_of_interrupted_operations_and_nothing_live() {
         std::fs::write(p, b"litter").unwrap();
     }
     // A build in progress, and a finished table waiting to be swapped in, stay.
-    let live = engine::TableBuilder::create(dir.path().join("incoming/next.scone"), config(4, engine::Dtype::F32, 3, 50))
-        .unwrap();
+    let live =
+        engine::TableBuilder::create(dir.path().join("incoming/next.scone"), config(4, engine::Dtype::F32, 3, 50))
+            .unwrap();
     build_valued(&dir.path().join("incoming/other.scone"), 3.0, 4, false);
     let report = cat.gc().unwrap();
-    let mut removed: Vec<String> = report
-        .removed_litter
-        .iter()
-        .map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string())
-        .collect();
+    let mut removed: Vec<String> =
+        report.removed_litter.iter().map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string()).collect();
     removed.sort();
     let mut want = litter.map(String::from).to_vec();
     want.sort();

@@ -74,7 +74,10 @@ fn a_killed_builder_or_swap_leaves_a_consistent_catalog() {
         std::thread::sleep(Duration::from_micros(rng.gen_range(0..250_000)));
         child.kill().unwrap(); // SIGKILL
         let status = child.wait().unwrap();
-        assert!(status.code().is_none(), "point {point}: the child ended by itself ({status}); it should loop until killed");
+        assert!(
+            status.code().is_none(),
+            "point {point}: the child ended by itself ({status}); it should loop until killed"
+        );
         let version = check_after_kill(dir.path(), &mut seen, point);
         seen.versions_advanced += (version != last_version) as u32;
         last_version = version;
@@ -120,8 +123,7 @@ fn check_after_kill(dir: &Path, seen: &mut Leftovers, point: u32) -> u64 {
         }
     }
     cat.gc().unwrap_or_else(|e| panic!("point {point}: gc failed: {e}"));
-    let mut left: Vec<String> =
-        tree(dir).into_iter().filter(|f| f != "incoming/emb.scone").collect();
+    let mut left: Vec<String> = tree(dir).into_iter().filter(|f| f != "incoming/emb.scone").collect();
     left.sort();
     assert_eq!(left, ["lock".to_string(), "manifest".into(), current.file], "point {point}: litter after gc");
     assert!(cat.list().unwrap()[0].retired.is_empty(), "point {point}");

@@ -17,8 +17,17 @@ const READERS: usize = 4;
 /// A snapshot answers from its own version, whole, from a file that is
 /// still linked.
 fn check(s: &TableSnapshot) {
-    assert_eq!(table_value(s), s.version().version as f32, "version {} answered with another's rows", s.version().version);
-    assert!(s.file().metadata().unwrap().nlink() > 0, "version {}'s file was removed under its reader", s.version().version);
+    assert_eq!(
+        table_value(s),
+        s.version().version as f32,
+        "version {} answered with another's rows",
+        s.version().version
+    );
+    assert!(
+        s.file().metadata().unwrap().nlink() > 0,
+        "version {}'s file was removed under its reader",
+        s.version().version
+    );
 }
 
 #[test]

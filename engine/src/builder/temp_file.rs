@@ -24,11 +24,9 @@ impl TempTable {
         let dir = parent_dir(target);
         let prefix = temp_prefix(target);
         for attempt in 0u32..64 {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-                + attempt as u128;
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+                    + attempt as u128;
             let path = dir.join(format!("{prefix}{}-{nanos}", std::process::id()));
             // Readable too: an out-of-order count makes the builder read its rows back.
             let file = match std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path) {

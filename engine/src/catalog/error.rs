@@ -33,7 +33,10 @@ pub enum CatalogError {
 }
 
 /// Attaches a path and what was being done to an I/O error.
-pub(crate) fn io_err(path: impl Into<PathBuf>, context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CatalogError {
+pub(crate) fn io_err(
+    path: impl Into<PathBuf>,
+    context: impl Into<String>,
+) -> impl FnOnce(std::io::Error) -> CatalogError {
     let (path, context) = (path.into(), context.into());
     move |error| CatalogError::Io { path, context, error }
 }

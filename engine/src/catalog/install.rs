@@ -113,12 +113,8 @@ fn copy_in(src: &Path, dst: &Path, want: (u64, u64), name: &str, version: u64) -
     let tmp = dir.join(tmp_name);
     let result = (|| -> Result<(), CatalogError> {
         let ctx = "cannot copy the table into the catalog";
-        let mut out = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io_err(dst, ctx))?;
+        let mut out =
+            std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&tmp).map_err(io_err(dst, ctx))?;
         crate::flock::try_lock_exclusive(&out).map_err(io_err(dst, ctx))?;
         let mut input = std::fs::File::open(src).map_err(io_err(src, "cannot read the table"))?;
         io::copy(&mut input, &mut out).map_err(io_err(dst, ctx))?;

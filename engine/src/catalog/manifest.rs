@@ -166,7 +166,8 @@ impl Manifest {
             let _ = std::fs::remove_file(&tmp);
             return Err(io_err(&path, "cannot rename the new manifest into place; the catalog is unchanged")(e));
         }
-        sync_dir(dir).map_err(io_err(dir, "cannot fsync the catalog folder; the change is visible but may not survive a crash"))
+        sync_dir(dir)
+            .map_err(io_err(dir, "cannot fsync the catalog folder; the change is visible but may not survive a crash"))
     }
 }
 
