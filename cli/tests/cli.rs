@@ -449,7 +449,9 @@ fn catalog_add_swap_list_gc_with_a_reader_in_another_process() {
     let o = scone(&["catalog", "swap", &cat_s, "other", &table("t2.scone")]);
     assert!(stderr(&o).contains("no table named `other`; add it with `scone catalog add`"), "{}", stderr(&o));
     let o = scone(&["catalog", "add", &cat_s, "x", &table("missing.scone")]);
-    assert!(!o.status.success() && stderr(&o).contains("missing.scone"), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(!o.status.success() && err.contains("missing.scone"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
     let o = scone(&["catalog", "list", &i.dir.display().to_string()]);
     assert!(stderr(&o).contains("not a catalog"), "{}", stderr(&o));
 }

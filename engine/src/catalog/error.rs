@@ -26,10 +26,18 @@ pub enum CatalogError {
     #[error("{dir}: the catalog already has a table named `{name}`; replace its version with `scone catalog swap` (Catalog::swap)")]
     TableExists { dir: PathBuf, name: String },
     /// The table offered to `add`/`swap`, or a version file, does not open.
-    #[error(transparent)]
-    Open(#[from] OpenError),
+    /// Displayed as the open error itself, with no `source()`: that error's
+    /// message already states its OS error, and a chain printer would repeat it.
+    #[error("{0}")]
+    Open(OpenError),
     #[error("{path}: version {version} of `{name}` is not the file the manifest recorded: {reason}")]
     Mismatch { path: PathBuf, name: String, version: u64, reason: String },
+}
+
+impl From<OpenError> for CatalogError {
+    fn from(e: OpenError) -> Self {
+        CatalogError::Open(e)
+    }
 }
 
 /// Attaches a path and what was being done to an I/O error.

@@ -18,6 +18,8 @@ pub(super) enum Expect {
 
 pub(super) fn install(cat: &Catalog, name: &str, src: &Path, expect: Expect) -> Result<VersionRecord, CatalogError> {
     check_name(name).map_err(|reason| CatalogError::BadName { name: name.into(), reason })?;
+    // Refuse a wrong name before looking at the file (checked again under the lock).
+    expect_name(cat, &Manifest::read(cat.dir())?, name, &expect)?;
     // 1. The offered file must be a table (header and every section but the
     //    rows checked) before anything changes.
     let table = Table::open_with(src, OpenOptions { verify_rows: false, resident_index: false, resident_rows: false })?;
@@ -28,12 +30,8 @@ pub(super) fn install(cat: &Catalog, name: &str, src: &Path, expect: Expect) -> 
     // 2. Writers serialize from here to the commit.
     let _lock = cat.lock()?;
     let mut m = Manifest::read(cat.dir())?;
-    let version = match (m.entry(name), expect) {
-        (Some(_), Expect::New) => return Err(CatalogError::TableExists { dir: cat.dir().into(), name: name.into() }),
-        (None, Expect::Existing) => return Err(cat.no_such(name)),
-        (Some(e), Expect::Existing) => e.next_version,
-        (None, Expect::New) => 1,
-    };
+    expect_name(cat, &m, name, &expect)?;
+    let version = m.entry(name).map_or(1, |e| e.next_version);
     let rec = VersionRecord {
         version,
         file: version_file(name, version),
@@ -97,6 +95,15 @@ pub(super) fn install(cat: &Catalog, name: &str, src: &Path, expect: Expect) -> 
     //    merely keeps a second name (tables are never written in place).
     let _ = std::fs::remove_file(src);
     Ok(rec)
+}
+
+/// Add needs a new name, swap an existing one.
+fn expect_name(cat: &Catalog, m: &Manifest, name: &str, expect: &Expect) -> Result<(), CatalogError> {
+    match (m.entry(name), expect) {
+        (Some(_), Expect::New) => Err(CatalogError::TableExists { dir: cat.dir().into(), name: name.into() }),
+        (None, Expect::Existing) => Err(cat.no_such(name)),
+        _ => Ok(()),
+    }
 }
 
 /// Copies `src` to `dst` through a locked temporary file in `dst`'s folder
