@@ -34,6 +34,12 @@ pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
             _ => return Err(e),
         }
     }
+    link_then_unlink(from, to)
+}
+
+/// The fallback of [`rename_noreplace`]: as exclusive, but not atomic (a
+/// crash between the two steps leaves both names of one whole file).
+fn link_then_unlink(from: &Path, to: &Path) -> io::Result<bool> {
     match std::fs::hard_link(from, to) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
@@ -67,5 +73,26 @@ pub(crate) fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_replace_refuses_an_existing_target_and_keeps_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+        for publish in [rename_noreplace, link_then_unlink] {
+            std::fs::write(&a, b"new").unwrap();
+            std::fs::write(&b, b"old").unwrap();
+            assert!(!publish(&a, &b).unwrap());
+            assert_eq!((std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap()), (b"new".to_vec(), b"old".to_vec()));
+            assert!(publish(&a, &c).unwrap());
+            assert!(!a.exists());
+            assert_eq!(std::fs::read(&c).unwrap(), b"new");
+            std::fs::remove_file(&c).unwrap();
+        }
     }
 }
