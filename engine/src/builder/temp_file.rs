@@ -119,7 +119,8 @@ pub fn remove_stale_temp_files(target: &Path) -> io::Result<Vec<PathBuf>> {
 pub(crate) fn remove_if_unlocked(path: &Path) -> io::Result<bool> {
     let file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        // Gone already, or another user's file we may not open: not ours to remove.
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied) => return Ok(false),
         Err(e) => return Err(e),
     };
     if !flock::try_lock_exclusive(&file)? || !flock::is_linked_at(&file, path)? {
