@@ -10,6 +10,7 @@ macro_rules! outln {
 }
 
 mod build_cmd;
+mod catalog_cmd;
 mod demo;
 mod inspect;
 mod match_cmd;
@@ -45,6 +46,10 @@ enum Command {
     /// The whole SCONE flow on the bundled King James Bible, quickly: tokenize, count,
     /// select, train, export a table, print perplexities, query the table.
     Demo(demo::DemoArgs),
+    /// Named tables with numbered versions in a folder, swapped atomically while
+    /// readers keep the version they opened (docs/CATALOG.md).
+    #[command(subcommand)]
+    Catalog(catalog_cmd::CatalogCmd),
     /// Train the baseline and SCONE models from a preset and export their tables
     /// (the scaling curves of docs/TRAINING.md); resumes from checkpoints.
     Train(train_cmd::TrainArgs),
@@ -60,6 +65,7 @@ fn main() -> ExitCode {
         Command::Verify { table } => inspect::verify(&table),
         Command::Demo(a) => demo::run(a),
         Command::Train(a) => train_cmd::run(a),
+        Command::Catalog(c) => catalog_cmd::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

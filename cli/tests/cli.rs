@@ -168,7 +168,7 @@ fn errors_on_missing_or_foreign_tables() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("not a scone table"));
     // Every command has --help.
-    for cmd in ["build", "info", "get", "match", "verify", "demo", "train"] {
+    for cmd in ["build", "info", "get", "match", "verify", "demo", "train", "catalog"] {
         let o = scone(&[cmd, "--help"]);
         assert!(o.status.success(), "{cmd} --help");
         assert!(stdout(&o).contains("Usage"));
@@ -369,4 +369,89 @@ fn train_refuses_bad_overrides_before_any_work() {
         assert!(stderr(&o).contains(says), "{flag} {value}: {}", stderr(&o));
         assert!(!out.exists(), "{flag} {value}: wrote {}", out.display());
     }
+}
+
+/// Every file under `dir`, relative to it.
+fn tree(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, d: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn build_errors_name_the_output_file_and_the_fix_once() {
+    let i = inputs("1 2\n", &[vec![0.0, 1.0]]);
+    // A missing output folder: the user's path, the OS error once, no temporary file.
+    let o = run_build(&i, "no-such-folder/t.scone");
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(err.contains(&format!("{}: cannot create", i.dir.join("no-such-folder/t.scone").display())), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert!(!err.contains(".tmp-"), "{err}");
+    // A missing --temp-dir leaves nothing behind.
+    let mut args = build_args(&i, "t.scone");
+    args.extend(["--temp-dir".into(), i.dir.join("no-such-tmp").display().to_string()]);
+    let o = scone(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("no-such-tmp") && err.matches("No such file or directory").count() == 1, "{err}");
+    assert_eq!(tree(&i.dir), ["emb.npy", "ngrams.txt"]);
+    // An existing table: the message names --force.
+    assert!(run_build(&i, "t.scone").status.success());
+    let err = stderr(&run_build(&i, "t.scone"));
+    assert!(err.contains("a table already exists there") && err.contains("--force"), "{err}");
+}
+
+#[test]
+fn catalog_add_swap_list_gc_with_a_reader_in_another_process() {
+    let i = inputs("1 2\t10\n2 3 4\t30\n", &[vec![1.0, 2.0], vec![3.0, 4.0]]);
+    let cat = i.dir.join("cat");
+    let cat_s = cat.display().to_string();
+    let table = |name: &str| i.dir.join(name).display().to_string();
+    let ok = |args: &[&str]| {
+        let o = scone(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    assert!(ok(&["catalog", "init", &cat_s]).contains("created catalog"));
+    assert!(run_build(&i, "t1.scone").status.success());
+    assert!(ok(&["catalog", "add", &cat_s, "emb", &table("t1.scone")]).contains("emb: version 1 added (2 rows"));
+    assert!(!i.dir.join("t1.scone").exists(), "add moves the table in");
+    // This process reads version 1 while `scone` (another process) swaps and collects.
+    let reader = engine::Catalog::open(&cat).unwrap().reader("emb").unwrap();
+    assert!(run_build(&i, "t2.scone").status.success());
+    let out = ok(&["catalog", "swap", &cat_s, "emb", &table("t2.scone")]);
+    assert!(out.contains("emb: version 2 is current"), "{out}");
+    assert!(out.contains("kept 1 still held by readers") && out.contains("held: tables/emb/1.scone"), "{out}");
+    assert!(cat.join("tables/emb/1.scone").exists());
+    reader.verify().unwrap();
+    let list: serde_json::Value = serde_json::from_str(&ok(&["catalog", "list", &cat_s, "--json"])).unwrap();
+    assert_eq!(list[0]["name"], "emb");
+    assert_eq!(list[0]["version"], 2);
+    assert_eq!(list[0]["retired_versions"], serde_json::json!([1]));
+    let text = ok(&["catalog", "list", &cat_s]);
+    assert!(text.lines().nth(1).unwrap().starts_with("emb "), "{text}");
+    drop(reader);
+    assert!(ok(&["catalog", "gc", &cat_s]).contains("removed 1 replaced versions, kept 0"));
+    assert_eq!(tree(&cat), ["lock", "manifest", "tables/emb/2.scone"]);
+    // Errors name the fix.
+    let o = scone(&["catalog", "swap", &cat_s, "other", &table("t2.scone")]);
+    assert!(stderr(&o).contains("no table named `other`; add it with `scone catalog add`"), "{}", stderr(&o));
+    let o = scone(&["catalog", "add", &cat_s, "x", &table("missing.scone")]);
+    let err = stderr(&o);
+    assert!(!o.status.success() && err.contains("missing.scone"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    let o = scone(&["catalog", "list", &i.dir.display().to_string()]);
+    assert!(stderr(&o).contains("not a catalog"), "{}", stderr(&o));
 }

@@ -7,8 +7,21 @@
 //! read back into an external sort by descending count. Keys are sorted
 //! externally too, which finds duplicate n-grams and key collisions, adds the
 //! suffix markers (docs/FORMAT.md) and feeds the index writer in key order.
-//! Everything is written to a hidden temporary file beside the target, fsynced
-//! and renamed into place: an interrupted or failed build leaves no table visible.
+//! Everything is written to a hidden, locked temporary file beside the target
+//! (`temp_file`), fsynced and renamed into place (without replacing, unless
+//! asked): an interrupted or failed build leaves no table visible, and the
+//! temporary file of a build that died is found and removed by the next build
+//! of the same target. After a failed fsync the build stops and reports it: a
+//! retry could succeed after the kernel dropped the dirty pages it failed to
+//! write, and a table that was never written whole would be published.
+
+mod out_file;
+mod temp_file;
+
+#[doc(hidden)]
+pub use out_file::WriteFaults;
+pub use temp_file::remove_stale_temp_files;
+pub(crate) use temp_file::{is_any_temp_name, remove_if_unlocked};
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -25,6 +38,9 @@ use crate::format::{
 };
 use crate::index::IndexWriter;
 use crate::key::{suffix_keys, DEFAULT_KEY_SEED};
+use crate::publish::{parent_dir, rename_noreplace, sync_dir};
+use out_file::OutFile;
+use temp_file::TempTable;
 
 /// What to build.
 #[derive(Clone, Debug)]
@@ -117,8 +133,10 @@ pub struct BuildSummary {
 pub struct TableBuilder {
     cfg: BuildConfig,
     path: PathBuf,
-    tmp_path: PathBuf,
-    out: Option<HashingWriter<BufWriter<File>>>,
+    /// The locked temporary file; removed when the builder is dropped before
+    /// the rename.
+    tmp: TempTable,
+    out: Option<HashingWriter<BufWriter<OutFile>>>,
     row_bytes: usize,
     stride: usize,
     records: u64,
@@ -139,7 +157,6 @@ pub struct TableBuilder {
     temp_dir: PathBuf,
     spilled_runs: usize,
     key_mask: u64,
-    committed: bool,
 }
 
 const ROW_KEY: usize = 16; // !count BE, ordinal BE
@@ -155,38 +172,31 @@ impl TableBuilder {
         if path.exists() && !cfg.overwrite {
             return Err(BuildError::Exists { path });
         }
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let tmp_path = dir.join(format!(".{name}.tmp-{}-{nanos}", std::process::id()));
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
-            move |source| BuildError::Io { path: p, source }
-        };
-        // Readable too: an out-of-order count makes the builder read its rows back.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp_path)
-            .map_err(io(&tmp_path))?;
-        let mut out = BufWriter::with_capacity(4 << 20, file);
+        let dir = parent_dir(&path).to_path_buf();
+        // Builds of this target that died left their temporary files behind.
+        remove_stale_temp_files(&path).map_err(|error| BuildError::Io {
+            path: path.clone(),
+            context: format!("cannot remove stale temporary files in {}", dir.display()),
+            error,
+        })?;
+        let (tmp, file) = TempTable::create(&path).map_err(|error| BuildError::Io {
+            path: path.clone(),
+            context: format!("cannot create the table's temporary file in {}", dir.display()),
+            error,
+        })?;
+        // From here on, an early return drops `tmp`, which removes the file.
+        let mut out = BufWriter::with_capacity(4 << 20, OutFile::new(file));
         // Placeholder header block; the real one is written last.
-        out.write_all(&[0u8; HEADER_BLOCK as usize]).map_err(io(&tmp_path))?;
+        out.write_all(&[0u8; HEADER_BLOCK as usize]).map_err(|error| out_error(&path, error))?;
         let temp_dir = cfg.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
         let n_max = cfg.n_max as usize;
         let row_bytes = cfg.dim as usize * cfg.dtype.size();
         let key_mask = IndexParams { capacity: 0, slot_bits: 0, len: 0, key_bits: cfg.key_bits, markers: 0 }.key_mask();
         Ok(TableBuilder {
             index_sorter: index_sorter(&cfg, &temp_dir),
-            ngrams: side_writer(&temp_dir)?,
-            counts: side_writer(&temp_dir)?,
-            token_rows: side_writer(&temp_dir)?,
+            ngrams: side_writer(&path, &temp_dir)?,
+            counts: side_writer(&path, &temp_dir)?,
+            token_rows: side_writer(&path, &temp_dir)?,
             token_rows_pushed: 0,
             index_rec: vec![0u8; IDX_KEY + 4 + 4 * n_max],
             last_count: u64::MAX,
@@ -197,14 +207,21 @@ impl TableBuilder {
             out: Some(HashingWriter::new(out)),
             cfg,
             path,
-            tmp_path,
+            tmp,
             records: 0,
             with_counts: None,
             row_sorter: None,
             spilled_runs: 0,
             key_mask,
-            committed: false,
         })
+    }
+
+    /// Makes the output file misbehave from now on (tests of the error paths).
+    #[doc(hidden)]
+    pub fn inject_write_faults(&mut self, faults: WriteFaults) {
+        if let Some(out) = self.out.as_mut() {
+            out.inner.get_mut().set_faults(faults);
+        }
     }
 
     /// Records pushed so far.
@@ -283,9 +300,7 @@ impl TableBuilder {
             self.last_count = c;
         }
         match &mut self.row_sorter {
-            Some(sorter) => {
-                sorter.push(&self.scratch).map_err(|e| BuildError::Io { path: self.temp_dir.clone(), source: e })
-            }
+            Some(sorter) => sorter.push(&self.scratch).map_err(|e| temp_error(&self.path, &self.temp_dir, e)),
             None => {
                 let rec = std::mem::take(&mut self.scratch);
                 let r = self.lay_out(&rec, record);
@@ -302,9 +317,9 @@ impl TableBuilder {
         let n_max = self.cfg.n_max as usize;
         let rec_len = ROW_KEY + 4 * n_max + self.row_bytes;
         let mut sorter = ExternalSorter::new(rec_len, ROW_KEY, self.cfg.memory_budget / 4 * 3, &self.temp_dir);
-        let (tmp_path, temp_dir) = (self.tmp_path.clone(), self.temp_dir.clone());
-        let out_err = |source| BuildError::Io { path: tmp_path.clone(), source };
-        let temp_err = |source| BuildError::Io { path: temp_dir.clone(), source };
+        let (path, temp_dir) = (self.path.clone(), self.temp_dir.clone());
+        let out_err = |e| out_error(&path, e);
+        let temp_err = |e| temp_error(&path, &temp_dir, e);
         let out = self.out.as_mut().expect("builder output is open until finish");
         out.inner.flush().map_err(out_err)?;
         self.ngrams.inner.flush().map_err(temp_err)?;
@@ -335,19 +350,19 @@ impl TableBuilder {
         rows_file.set_len(HEADER_BLOCK).map_err(out_err)?;
         rows_file.seek(SeekFrom::Start(HEADER_BLOCK)).map_err(out_err)?;
         out.take_hash();
-        self.ngrams = side_writer(&self.temp_dir)?;
-        self.counts = side_writer(&self.temp_dir)?;
+        self.ngrams = side_writer(&self.path, &self.temp_dir)?;
+        self.counts = side_writer(&self.path, &self.temp_dir)?;
         self.index_sorter = index_sorter(&self.cfg, &self.temp_dir);
         self.row_sorter = Some(sorter);
         Ok(())
     }
 
-    fn temp_err(&self, source: std::io::Error) -> BuildError {
-        BuildError::Io { path: self.temp_dir.clone(), source }
+    fn temp_err(&self, e: std::io::Error) -> BuildError {
+        temp_error(&self.path, &self.temp_dir, e)
     }
 
-    fn out_err(&self, source: std::io::Error) -> BuildError {
-        BuildError::Io { path: self.tmp_path.clone(), source }
+    fn out_err(&self, e: std::io::Error) -> BuildError {
+        out_error(&self.path, e)
     }
 
     /// Writes one row-sort record at its final slot: row, n-gram, count, index key.
@@ -376,7 +391,7 @@ impl TableBuilder {
         for len in (2..=n).rev() {
             irec[..8].copy_from_slice(&(keys[len - 1] & self.key_mask).to_be_bytes());
             put_tokens(&mut irec[IDX_KEY + 4..], &tokens[n - len..n]);
-            self.index_sorter.push(irec).map_err(|e| BuildError::Io { path: self.temp_dir.clone(), source: e })?;
+            self.index_sorter.push(irec).map_err(|e| temp_error(&self.path, &self.temp_dir, e))?;
             irec[8..16].copy_from_slice(&MARKER_ORDINAL.to_be_bytes());
             irec[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
         }
@@ -432,8 +447,12 @@ impl TableBuilder {
         // 2. Counts and n-grams, copied from their side files.
         let with_counts = self.with_counts == Some(true);
         let side = [
-            (SectionKind::Counts, std::mem::replace(&mut self.counts, side_writer(&self.temp_dir)?), with_counts),
-            (SectionKind::Ngrams, std::mem::replace(&mut self.ngrams, side_writer(&self.temp_dir)?), true),
+            (
+                SectionKind::Counts,
+                std::mem::replace(&mut self.counts, side_writer(&self.path, &self.temp_dir)?),
+                with_counts,
+            ),
+            (SectionKind::Ngrams, std::mem::replace(&mut self.ngrams, side_writer(&self.path, &self.temp_dir)?), true),
         ];
         for (kind, w, present) in side {
             if !present {
@@ -462,7 +481,7 @@ impl TableBuilder {
         let mut group: Vec<(u64, [u8; 4 * MAX_N])> = Vec::new();
         let mut group_key = None;
         let (mut collisions, mut entries, mut markers, mut done) = (0u64, 0u64, 0u64, 0u64);
-        let mut kept = side_writer(&self.temp_dir)?;
+        let mut kept = side_writer(&self.path, &self.temp_dir)?;
         while sorted.next_into(&mut rec).map_err(|e| self.temp_err(e))? {
             let key = u64::from_be_bytes(rec[..8].try_into().expect("8 bytes"));
             let ordinal = u64::from_be_bytes(rec[8..16].try_into().expect("8 bytes"));
@@ -517,7 +536,7 @@ impl TableBuilder {
         // 4. Optional dense per-token rows, copied from their side file.
         if self.token_rows_pushed > 0 {
             offset = pad_to(&mut out, offset).map_err(|e| self.out_err(e))?;
-            let w = std::mem::replace(&mut self.token_rows, side_writer(&self.temp_dir)?);
+            let w = std::mem::replace(&mut self.token_rows, side_writer(&self.path, &self.temp_dir)?);
             let (mut file, len, checksum) = w.finish().map_err(|e| self.temp_err(e))?;
             file.seek(SeekFrom::Start(0)).map_err(|e| self.temp_err(e))?;
             std::io::copy(&mut file, &mut out.inner).map_err(|e| self.out_err(e))?;
@@ -566,16 +585,38 @@ impl TableBuilder {
         let mut file = out.inner.into_inner().map_err(|e| self.out_err(e.into_error()))?;
         file.seek(SeekFrom::Start(0)).map_err(|e| self.out_err(e))?;
         file.write_all(&block).map_err(|e| self.out_err(e))?;
-        file.sync_all().map_err(|e| self.out_err(e))?;
+        // No retry after a failed fsync (module docs): the error returns and
+        // dropping `self.tmp` removes the temporary file.
+        file.sync_all().map_err(|error| BuildError::Io {
+            path: self.path.clone(),
+            context: "cannot fsync the table; nothing was published".into(),
+            error,
+        })?;
+        // The file stays open (and locked) until the rename is done, so no
+        // other build's stale-file sweep can take it for a dead one.
+        let publish = |error| BuildError::Io {
+            path: self.path.clone(),
+            context: "cannot rename the finished table into place".into(),
+            error,
+        };
+        if self.cfg.overwrite {
+            std::fs::rename(self.tmp.path(), &self.path).map_err(publish)?;
+        } else if !rename_noreplace(self.tmp.path(), &self.path).map_err(publish)? {
+            // Another build published a table there since `create` checked.
+            return Err(BuildError::Exists { path: self.path.clone() });
+        }
+        self.tmp.disarm();
         drop(file);
-        std::fs::rename(&self.tmp_path, &self.path)
-            .map_err(|source| BuildError::Io { path: self.path.clone(), source })?;
-        self.committed = true;
-        if let Some(dir) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            // Make the rename durable; not every platform lets a directory be fsynced.
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
+        // Make the rename durable. Where that fails the table may not survive
+        // a crash, and the build reports failure, so it must not stay visible.
+        let dir = parent_dir(&self.path).to_path_buf();
+        if let Err(error) = sync_dir(&dir) {
+            let _ = std::fs::remove_file(&self.path);
+            return Err(BuildError::Io {
+                path: self.path.clone(),
+                context: format!("cannot fsync the folder {} after the rename; the table was removed", dir.display()),
+                error,
+            });
         }
         Ok(BuildSummary {
             path: self.path.clone(),
@@ -590,23 +631,30 @@ impl TableBuilder {
     }
 }
 
-impl Drop for TableBuilder {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.tmp_path);
-        }
-    }
-}
-
 /// The key sort: (key, record, slot, n-gram) records ordered by key, then record.
 fn index_sorter(cfg: &BuildConfig, temp_dir: &Path) -> ExternalSorter {
     ExternalSorter::new(IDX_KEY + 4 + 4 * cfg.n_max as usize, IDX_KEY, cfg.memory_budget / 4, temp_dir)
 }
 
-/// A checksummed, buffered temporary file that disappears when dropped.
-fn side_writer(dir: &Path) -> Result<HashingWriter<BufWriter<File>>, BuildError> {
-    let f = tempfile::tempfile_in(dir).map_err(|source| BuildError::Io { path: dir.to_path_buf(), source })?;
+/// A checksummed, buffered temporary file in `temp_dir` that disappears when
+/// dropped (an unnamed file: nothing to clean up after a crash).
+fn side_writer(table: &Path, temp_dir: &Path) -> Result<HashingWriter<BufWriter<File>>, BuildError> {
+    let f = tempfile::tempfile_in(temp_dir).map_err(|e| temp_error(table, temp_dir, e))?;
     Ok(HashingWriter::new(BufWriter::with_capacity(1 << 20, f)))
+}
+
+/// An error writing the table: named by the user's path, not the temporary file's.
+fn out_error(table: &Path, error: std::io::Error) -> BuildError {
+    BuildError::Io { path: table.to_path_buf(), context: "cannot write the table".into(), error }
+}
+
+/// An error in the sort runs and side files under the temporary directory.
+fn temp_error(table: &Path, temp_dir: &Path, error: std::io::Error) -> BuildError {
+    BuildError::Io {
+        path: table.to_path_buf(),
+        context: format!("cannot use the temporary directory {}", temp_dir.display()),
+        error,
+    }
 }
 
 /// Reads a padded n-gram record into `out`; returns its length.
@@ -638,7 +686,7 @@ fn get_tokens(bytes: &[u8]) -> Vec<u32> {
 }
 
 /// Writes zeros up to the next section boundary; returns the new offset.
-fn pad_to(out: &mut HashingWriter<BufWriter<File>>, offset: u64) -> std::io::Result<u64> {
+fn pad_to(out: &mut HashingWriter<BufWriter<OutFile>>, offset: u64) -> std::io::Result<u64> {
     let next = align_up(offset, SECTION_ALIGN);
     let zeros = [0u8; 4096];
     out.inner.write_all(&zeros[..(next - offset) as usize])?;

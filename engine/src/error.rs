@@ -52,15 +52,15 @@ fn describe_found(found: &Option<(String, u64)>) -> String {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// `path` is the table being built (never its hidden temporary file);
+    /// `context` says what failed. The OS error is part of the message and is
+    /// not also returned by `source()`, so that a report that prints the chain
+    /// (`anyhow`'s `{:#}`) states it once.
+    #[error("{path}: {context}: {error}")]
+    Io { path: PathBuf, context: String, error: std::io::Error },
     #[error("invalid build configuration: {0}")]
     Config(String),
-    #[error("{path}: a table already exists there; remove it or allow overwriting")]
+    #[error("{path}: a table already exists there; remove it, or replace it with `scone build --force` (BuildConfig::overwrite)")]
     Exists { path: PathBuf },
     #[error("record {record}: {reason}")]
     BadRecord { record: u64, reason: String },
@@ -100,4 +100,6 @@ pub enum Error {
     Ingest(#[from] crate::ingest::IngestError),
     #[error(transparent)]
     Read(#[from] crate::read::ReadError),
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
 }

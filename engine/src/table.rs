@@ -44,7 +44,8 @@ pub struct Table {
     path: PathBuf,
     /// The file opened once at open: every read of this table (mapping, direct
     /// reads, resident copies) goes through it, never through `path` again, so
-    /// a table replaced on disk after open is never mixed into this one.
+    /// a table replaced on disk after open is never mixed into this one. Catalog
+    /// readers lock it (docs/CATALOG.md).
     file: File,
     header: Header,
     map: Mmap,

@@ -88,3 +88,47 @@ pub fn uring_available(path: &Path) -> bool {
     }
     ok
 }
+
+/// Builds at `path` a table of 40 fixed f-grams (vocabulary 50, n_max 3) whose
+/// every value is `value`, so a reader can tell which version answered.
+pub fn build_valued(path: &Path, value: f32, dim: usize, overwrite: bool) -> BuildSummary {
+    let mut cfg = config(dim, Dtype::F32, 3, 50);
+    cfg.overwrite = overwrite;
+    let mut b = TableBuilder::create(path, cfg).unwrap();
+    for i in 0..40u32 {
+        b.push(&[i, i + 1], &vec![value; dim], None).unwrap();
+    }
+    b.finish().unwrap()
+}
+
+/// The single value every row of a table built by [`build_valued`] holds;
+/// panics if two rows or two values differ (a mix of versions).
+pub fn table_value(t: &engine::Table) -> f32 {
+    let mut seen = None;
+    for slot in 0..t.rows() as u32 {
+        for v in t.row_bytes(slot).unwrap().chunks_exact(4) {
+            let v = f32::from_le_bytes(v.try_into().unwrap());
+            assert!(seen.is_none_or(|s| s == v), "rows of two versions in one table: {seen:?} and {v}");
+            seen = Some(v);
+        }
+    }
+    seen.unwrap()
+}
+
+/// Every file under `dir`, recursively, relative to it.
+pub fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(root: &Path, d: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
