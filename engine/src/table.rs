@@ -118,14 +118,22 @@ impl Table {
             let copy = copy_to_anonymous(&[t.bytes(&t.rows)]).map_err(io)?;
             t.resident_rows = Some(copy);
         }
-        for s in [Some(t.ngrams), Some(t.index), t.counts, t.tokenizer].into_iter().flatten() {
-            if let Some(limit) = t.check_section(&s)? {
-                t.probe_limit = limit;
-            }
-        }
+        // The sections' checks are independent: run them side by side (each
+        // is a pass over up to gigabytes at 10^8+ rows). The first error in
+        // section order is reported.
+        let mut sections: Vec<Section> =
+            [Some(t.ngrams), Some(t.index), t.counts, t.tokenizer].into_iter().flatten().collect();
         if opts.verify_rows {
-            for s in [Some(t.rows), t.token_rows].into_iter().flatten() {
-                t.check_section(&s)?;
+            sections.extend([Some(t.rows), t.token_rows].into_iter().flatten());
+        }
+        let results: Vec<Result<Option<u64>, OpenError>> = {
+            use rayon::prelude::*;
+            let t = &t;
+            sections.par_iter().map(|s| t.check_section(s)).collect()
+        };
+        for r in results {
+            if let Some(limit) = r? {
+                t.probe_limit = limit;
             }
         }
         Ok(t)
@@ -475,7 +483,17 @@ impl Table {
 /// `vocab_size`, then only padding. A record that breaks this could never be
 /// matched (or would match ids the tokenizer never produces).
 fn check_ngram_records(words: &[u32], n_max: usize, vocab_size: u32) -> Result<(), String> {
-    for (slot, rec) in words.chunks_exact(n_max).enumerate() {
+    use rayon::prelude::*;
+    // Chunks of 64 Ki records checked in parallel; one bad record is reported.
+    const CHUNK: usize = 1 << 16;
+    words
+        .par_chunks(CHUNK * n_max)
+        .enumerate()
+        .try_for_each(|(c, w)| check_records_from(w, c * CHUNK, n_max, vocab_size))
+}
+
+fn check_records_from(words: &[u32], first: usize, n_max: usize, vocab_size: u32) -> Result<(), String> {
+    for (slot, rec) in words.chunks_exact(n_max).enumerate().map(|(i, r)| (first + i, r)) {
         let len = rec.iter().position(|&t| t == TOKEN_PAD).unwrap_or(n_max);
         if len < 2 {
             return Err(format!("record {slot} holds {len} tokens; an f-gram has at least 2"));
