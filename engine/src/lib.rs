@@ -19,11 +19,13 @@ pub mod index;
 pub mod ingest;
 pub mod key;
 pub mod matcher;
+pub mod narrow;
 pub mod prefetch;
 pub mod read;
 pub mod table;
 #[doc(hidden)]
 pub mod untrusted;
+pub mod verify_rows;
 
 pub use builder::{BuildConfig, BuildPhase, BuildSummary, TableBuilder};
 pub use dtype::Dtype;
