@@ -45,19 +45,21 @@ pub enum RowsDamaged {
     /// first row holding a non-finite value, if any does.
     #[error("{source}{}", match first_bad {
         Some(b) => format!("; first damaged row found: {b}"),
-        None if matches!(source, OpenError::Checksum { section: SectionKind::Rows | SectionKind::TokenRows, .. }) =>
+        None if matches!(**source, OpenError::Checksum { section: SectionKind::Rows | SectionKind::TokenRows, .. }) =>
             "; every stored value is finite, so the damage is in values that look valid".to_string(),
         None => String::new(),
     })]
-    Checksum { source: OpenError, first_bad: Option<BadRow> },
+    Checksum { source: Box<OpenError>, first_bad: Option<Box<BadRow>> },
 }
 
 impl RowsDamaged {
     /// The table file.
     pub fn path(&self) -> Option<&PathBuf> {
         match self {
-            RowsDamaged::Checksum { source: OpenError::Checksum { path, .. }, .. } => Some(path),
-            _ => None,
+            RowsDamaged::Checksum { source, .. } => match &**source {
+                OpenError::Checksum { path, .. } => Some(path),
+                _ => None,
+            },
         }
     }
 }
@@ -73,7 +75,7 @@ pub fn check_rows(table: &Table) -> Result<Vec<Section>, RowsDamaged> {
             OpenError::Checksum { section: SectionKind::TokenRows, .. } => first_non_finite_token_row(table),
             _ => None,
         };
-        RowsDamaged::Checksum { source, first_bad }
+        RowsDamaged::Checksum { source: Box::new(source), first_bad: first_bad.map(Box::new) }
     })
 }
 

@@ -336,11 +336,8 @@ impl Ring {
         if self.buffer_slots == 0 || len == 0 {
             return None;
         }
-        let Some(index) =
-            (0..self.buffer_slots.min(u16::MAX as u32) as u16).find(|i| self.registered.iter().all(|r| r.2 != *i))
-        else {
-            return None;
-        };
+        let index =
+            (0..self.buffer_slots.min(u16::MAX as u32) as u16).find(|i| self.registered.iter().all(|r| r.2 != *i))?;
         let iov = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: len };
         // SAFETY: `addr..addr + len` is the caller's `&mut [u8]`, valid now; the
         // kernel pins its pages at registration. `Backend::register_buffer`'s
