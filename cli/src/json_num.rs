@@ -63,6 +63,6 @@ mod tests {
         assert_eq!(row.to_string(), r#"[0.1,"NaN","Infinity","-Infinity",-2.5]"#);
         assert_eq!(float(f64::NAN), Value::String("NaN".into()));
         assert_eq!(float(0.25).to_string(), "0.25");
-        assert_eq!(float32(f32::MAX).to_string(), "3.4028235e38");
+        assert_eq!(float32(f32::MAX).to_string(), "3.4028235e+38");
     }
 }
