@@ -324,6 +324,11 @@ mod tests {
         ));
     }
 
+    /// 2^e, exactly (see `narrow`'s tests: `powi` need not be exact).
+    fn pow2(e: i32) -> f64 {
+        f64::from_bits(((1023 + e) as u64) << 52)
+    }
+
     fn encode_one(v: f64, dt: Dtype) -> Result<Vec<u8>, EncodeProblem> {
         let mut buf = vec![0u8; dt.size()];
         encode_row(&[v], dt, &mut buf).map(|()| buf)
@@ -334,9 +339,9 @@ mod tests {
     /// that rounds to MAX is stored, not rejected.
     #[test]
     fn f64_rows_round_once() {
-        let above_tie = 1.0 + 2f64.powi(-11) + 2f64.powi(-40);
+        let above_tie = 1.0 + pow2(-11) + pow2(-40);
         assert_eq!(encode_one(above_tie, Dtype::F16).unwrap(), 0x3c01u16.to_le_bytes());
-        let above_tie_b = 1.0 + 2f64.powi(-8) + 2f64.powi(-40);
+        let above_tie_b = 1.0 + pow2(-8) + pow2(-40);
         assert_eq!(encode_one(above_tie_b, Dtype::BF16).unwrap(), 0x3f81u16.to_le_bytes());
         assert_eq!(encode_one(65519.99, Dtype::F16).unwrap(), f16::MAX.to_le_bytes());
         let e = encode_one(65520.0, Dtype::F16).unwrap_err();
@@ -346,7 +351,7 @@ mod tests {
             "value 65520 at column 0 overflows f16 (its nearest f16 is infinite; largest finite: 65504)"
         );
         // f32: the f64 just below the f32 overflow threshold rounds to f32::MAX.
-        let threshold = f64::from(f32::MAX) + 2f64.powi(103);
+        let threshold = f64::from(f32::MAX) + pow2(103);
         assert_eq!(encode_one(f64::from_bits(threshold.to_bits() - 1), Dtype::F32).unwrap(), f32::MAX.to_le_bytes());
         let e = encode_one(1e300, Dtype::F32).unwrap_err();
         assert_eq!(
