@@ -2,6 +2,8 @@
 //! (1 M f-grams by default; SCONE_BENCH_FGRAMS overrides), each beside the naive
 //! baseline and a ceiling. `scone-bench core` is the full-size, one-shot report.
 
+#![forbid(unsafe_code)]
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

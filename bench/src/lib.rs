@@ -2,6 +2,8 @@
 //! against a hardware ceiling, on deterministic synthetic tables (see
 //! `scone-bench core` and `benches/core.rs`).
 
+#![forbid(unsafe_code)]
+
 pub mod baseline;
 pub mod measure;
 pub mod nvme;

@@ -9,6 +9,8 @@ use engine::read::{BackendKind, ModeInfo, ReadMode, ReaderOptions, RowReader};
 use engine::{format, Table};
 use serde_json::json;
 
+use crate::json_num::{float, float32, floats, opt_u64_str, u64_str};
+
 use crate::text::resolve;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -122,7 +124,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
             "vocab_size": h.vocab_size,
             "rows": h.rows,
             "row_stride": h.row_stride,
-            "key_seed": h.key_seed,
+            "key_seed": u64_str(h.key_seed),
             "hottest_first": h.hottest_first,
             "index": {
                 "kind": "linear-probing",
@@ -215,11 +217,12 @@ pub fn get(a: GetArgs) -> Result<()> {
             "pieces": pieces,
             "found": found.is_some(),
             "slot": found,
-            "count": found.and_then(|s| t.count(s)),
+            "count": opt_u64_str(found.and_then(|s| t.count(s))),
             "row": row.as_ref().zip(summary).map(|(r, (min, max, mean, norm))| json!({
-                "dim": r.len(), "dtype": t.dtype().name(), "min": min, "max": max, "mean": mean, "l2_norm": norm,
-                "head": &r[..r.len().min(8)],
-                "values": if a.full { Some(r) } else { None },
+                "dim": r.len(), "dtype": t.dtype().name(),
+                "min": float32(min), "max": float32(max), "mean": float(mean), "l2_norm": float(norm),
+                "head": floats(&r[..r.len().min(8)]),
+                "values": if a.full { floats(r) } else { serde_json::Value::Null },
             })),
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);

@@ -1,5 +1,7 @@
 //! `scone`: build, inspect, query and demo f-gram embedding tables.
 
+#![forbid(unsafe_code)]
+
 /// `println!` that returns an error instead of panicking when stdout is gone
 /// (`scone info t.scone | head`); `main` ends quietly on a broken pipe.
 macro_rules! outln {
@@ -13,6 +15,7 @@ mod build_cmd;
 mod catalog_cmd;
 mod demo;
 mod inspect;
+mod json_num;
 mod match_cmd;
 mod progress;
 mod text;

@@ -7,6 +7,8 @@ use clap::Args;
 use engine::{SuffixMatcher, Table};
 use serde_json::json;
 
+use crate::json_num::opt_u64_str;
+
 use crate::text::{require_tokenizer, resolve};
 
 #[derive(Args)]
@@ -43,7 +45,7 @@ pub fn run(a: MatchArgs) -> Result<()> {
                     "slot": h.slot(),
                     "ngram": g,
                     "ngram_text": g.and_then(ngram_text),
-                    "count": h.slot().and_then(|s| t.count(s)),
+                    "count": opt_u64_str(h.slot().and_then(|s| t.count(s))),
                 })
             })
             .collect();

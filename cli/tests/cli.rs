@@ -15,6 +15,20 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Writes a little-endian f64 .npy file of shape [1, dim].
+fn write_npy_f64(path: &Path, row: &[f64]) {
+    let mut header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': (1, {}), }}", row.len());
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend(row.iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::write(path, bytes).unwrap();
+}
+
 /// Writes a little-endian f32 .npy file of shape [rows, dim].
 fn write_npy(path: &Path, rows: &[Vec<f32>]) {
     let dim = rows.first().map_or(0, |r| r.len());
@@ -86,6 +100,10 @@ fn build_then_query_with_json() {
 
     let o = scone(&["info", t, "--json"]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    // The key seed is a random u64: a decimal string, which the text output's hex matches.
+    let seed: u64 = v["key_seed"].as_str().expect("key_seed is a string").parse().unwrap();
+    let text = stdout(&scone(&["info", t]));
+    assert!(text.contains(&format!("key seed     {seed:#018x}")), "{text}");
     assert_eq!(v["rows"], 3);
     assert_eq!(v["dim"], 2);
     assert_eq!(v["dtype"], "f32");
@@ -96,7 +114,7 @@ fn build_then_query_with_json() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["found"], true);
     assert_eq!(v["slot"], 0, "count 30 is the hottest");
-    assert_eq!(v["count"], 30);
+    assert_eq!(v["count"], "30", "counts are u64: strings (docs/CLI.md)");
     assert_eq!(v["row"]["values"], serde_json::json!([3.0, 4.0]));
     let o = scone(&["get", t, "8", "7"]);
     assert!(o.status.success());
@@ -454,4 +472,50 @@ fn catalog_add_swap_list_gc_with_a_reader_in_another_process() {
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
     let o = scone(&["catalog", "list", &i.dir.display().to_string()]);
     assert!(stderr(&o).contains("not a catalog"), "{}", stderr(&o));
+}
+
+/// A stored NaN or infinity (a damaged or foreign table: the builder refuses
+/// them) prints as a string in `--json`, never as `null`, and values print
+/// in their shortest f32 form.
+#[test]
+fn json_rows_keep_non_finite_values() {
+    let rows = vec![vec![1234.5, 0.1, -7.25]];
+    let i = inputs("1 2\n", &rows);
+    assert!(run_build(&i, "t.scone").status.success());
+    let t = i.dir.join("t.scone");
+    let mut bytes = std::fs::read(&t).unwrap();
+    let at = bytes.windows(4).position(|w| w == 1234.5f32.to_le_bytes()).expect("the row is in the file");
+    bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    bytes[at + 8..at + 12].copy_from_slice(&f32::NEG_INFINITY.to_le_bytes());
+    std::fs::write(&t, bytes).unwrap();
+    let o = scone(&["get", t.to_str().unwrap(), "1", "2", "--json", "--full"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["row"]["values"], serde_json::json!(["NaN", 0.1, "-Infinity"]));
+    assert_eq!(v["row"]["head"], serde_json::json!(["NaN", 0.1, "-Infinity"]));
+    assert_eq!(v["row"]["min"], "-Infinity");
+    assert_eq!(v["count"], serde_json::Value::Null);
+}
+
+/// f64 embeddings round once to the table's dtype: 65519.99 is stored as
+/// f16's largest value, and 65520 (which rounds to infinity) is refused with
+/// the value as the file holds it.
+#[test]
+fn f64_embeddings_overflow_message_names_the_value() {
+    let i = inputs("1 2\n", &[vec![0.0]]);
+    let mut args = build_args(&i, "h.scone");
+    *args.last_mut().unwrap() = "f16".into();
+    write_npy_f64(&i.npy, &[0.5, 65519.99]);
+    let o = scone(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = i.dir.join("h.scone");
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&scone(&["get", t.to_str().unwrap(), "1", "2", "--json", "--full"]))).unwrap();
+    assert_eq!(v["row"]["values"], serde_json::json!([0.5, 65504.0]));
+    write_npy_f64(&i.npy, &[0.5, 65520.0]);
+    let mut args = build_args(&i, "o.scone");
+    *args.last_mut().unwrap() = "f16".into();
+    let o = scone(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("value 65520 at column 1 overflows f16"), "{}", stderr(&o));
 }

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::dtype::{encode_row, Dtype};
+use crate::dtype::{encode_row, Dtype, SourceRow};
 use crate::error::BuildError;
 use crate::extsort::ExternalSorter;
 use crate::format::{
@@ -234,7 +234,8 @@ impl TableBuilder {
     /// ends at a position (SCONE runs its f-gram model on the token alone
     /// there). Optional; a table that has the block has one row for every
     /// token id below `vocab_size`, pushed in id order.
-    pub fn push_token_row(&mut self, row: &[f32]) -> Result<(), BuildError> {
+    pub fn push_token_row<'r>(&mut self, row: impl Into<SourceRow<'r>>) -> Result<(), BuildError> {
+        let row = row.into();
         let token = self.token_rows_pushed;
         let bad = |reason: String| Err(BuildError::BadTokenRow { token, reason });
         if token >= self.cfg.vocab_size as u64 {
@@ -257,9 +258,16 @@ impl TableBuilder {
         self.token_rows_pushed
     }
 
-    /// Adds one f-gram with its embedding row (converted to the table's dtype) and
-    /// optional count. Either every record has a count or none does.
-    pub fn push(&mut self, ngram: &[u32], row: &[f32], count: Option<u64>) -> Result<(), BuildError> {
+    /// Adds one f-gram with its embedding row (`f32` or `f64` values, rounded
+    /// once to the table's dtype) and optional count. Either every record has
+    /// a count or none does.
+    pub fn push<'r>(
+        &mut self,
+        ngram: &[u32],
+        row: impl Into<SourceRow<'r>>,
+        count: Option<u64>,
+    ) -> Result<(), BuildError> {
+        let row = row.into();
         let record = self.records;
         let bad = |reason: String| Err(BuildError::BadRecord { record, reason });
         let n_max = self.cfg.n_max as usize;

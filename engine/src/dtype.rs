@@ -44,13 +44,95 @@ impl std::fmt::Display for Dtype {
     }
 }
 
+/// A row of values as the input file holds them, before rounding to the
+/// stored dtype. `f64` rows stay `f64` until [`encode_row`]: rounding them to
+/// `f32` first and then to f16/bf16 would round twice (some values one unit
+/// off, and values that round to MAX rejected as overflow).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SourceRow<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+}
+
+impl SourceRow<'_> {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            SourceRow::F32(r) => r.len(),
+            SourceRow::F64(r) => r.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<'a> From<&'a [f32]> for SourceRow<'a> {
+    fn from(r: &'a [f32]) -> Self {
+        SourceRow::F32(r)
+    }
+}
+
+impl<'a> From<&'a Vec<f32>> for SourceRow<'a> {
+    fn from(r: &'a Vec<f32>) -> Self {
+        SourceRow::F32(r)
+    }
+}
+
+impl<'a, const N: usize> From<&'a [f32; N]> for SourceRow<'a> {
+    fn from(r: &'a [f32; N]) -> Self {
+        SourceRow::F32(r)
+    }
+}
+
+impl<'a> From<&'a [f64]> for SourceRow<'a> {
+    fn from(r: &'a [f64]) -> Self {
+        SourceRow::F64(r)
+    }
+}
+
+impl<'a> From<&'a Vec<f64>> for SourceRow<'a> {
+    fn from(r: &'a Vec<f64>) -> Self {
+        SourceRow::F64(r)
+    }
+}
+
+impl<'a, const N: usize> From<&'a [f64; N]> for SourceRow<'a> {
+    fn from(r: &'a [f64; N]) -> Self {
+        SourceRow::F64(r)
+    }
+}
+
+/// One input value in its source type, printed as the user wrote it (the
+/// shortest decimal that reads back to it; scientific notation for very large
+/// or small magnitudes, never a 39-digit integer).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SourceValue {
+    F32(f32),
+    F64(f64),
+}
+
+impl std::fmt::Display for SourceValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plain = |a: f64| a == 0.0 || (1e-4..1e16).contains(&a.abs()) || !a.is_finite();
+        match *self {
+            SourceValue::F32(v) if plain(f64::from(v)) => write!(f, "{v}"),
+            SourceValue::F32(v) => write!(f, "{v:e}"),
+            SourceValue::F64(v) if plain(v) => write!(f, "{v}"),
+            SourceValue::F64(v) => write!(f, "{v:e}"),
+        }
+    }
+}
+
 /// Why a value could not be stored.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum EncodeProblem {
     /// NaN or infinite in the input.
-    NonFinite { column: usize, value: f32 },
-    /// Finite in f32 but out of range of the storage dtype (would become Inf).
-    Overflow { column: usize, value: f32 },
+    NonFinite { column: usize, value: SourceValue },
+    /// Finite, but its correctly rounded value in the storage dtype is
+    /// infinite (a value that rounds to the dtype's MAX is stored).
+    Overflow { column: usize, value: SourceValue },
 }
 
 impl EncodeProblem {
@@ -58,35 +140,121 @@ impl EncodeProblem {
     pub fn describe(&self, dtype: Dtype) -> String {
         match *self {
             EncodeProblem::NonFinite { column, value } => format!("value {value} at column {column} is not finite"),
-            EncodeProblem::Overflow { column, value } => format!("value {value} at column {column} overflows {dtype}"),
+            EncodeProblem::Overflow { column, value } => format!(
+                "value {value} at column {column} overflows {dtype} (its nearest {dtype} is infinite; \
+                 largest finite: {})",
+                dtype.max_finite()
+            ),
         }
     }
 }
 
-/// Encodes one f32 row into `out` (exactly `row.len() * dtype.size()` bytes, little-endian).
-/// Rejects NaN/Inf and values that overflow the storage dtype, naming the column.
-pub fn encode_row(row: &[f32], dtype: Dtype, out: &mut [u8]) -> Result<(), EncodeProblem> {
-    debug_assert_eq!(out.len(), row.len() * dtype.size());
-    for (column, (&v, o)) in row.iter().zip(out.chunks_exact_mut(dtype.size())).enumerate() {
-        if !v.is_finite() {
-            return Err(EncodeProblem::NonFinite { column, value: v });
+impl Dtype {
+    /// The largest finite value of this dtype.
+    pub fn max_finite(self) -> SourceValue {
+        match self {
+            Dtype::F32 => SourceValue::F32(f32::MAX),
+            Dtype::F16 => SourceValue::F32(f16::MAX.to_f32()),
+            Dtype::BF16 => SourceValue::F32(bf16::MAX.to_f32()),
         }
-        match dtype {
-            Dtype::F32 => o.copy_from_slice(&v.to_le_bytes()),
-            Dtype::F16 => {
-                let h = f16::from_f32(v);
-                if h.is_infinite() {
-                    return Err(EncodeProblem::Overflow { column, value: v });
-                }
-                o.copy_from_slice(&h.to_le_bytes());
+    }
+}
+
+/// Encodes one row into `out` (exactly `row.len() * dtype.size()` bytes,
+/// little-endian), rounding each value once, from its source type straight to
+/// `dtype` (to nearest, ties to even). Rejects NaN/Inf and values whose
+/// rounded result is infinite, naming the column.
+pub fn encode_row<'a>(row: impl Into<SourceRow<'a>>, dtype: Dtype, out: &mut [u8]) -> Result<(), EncodeProblem> {
+    let row = row.into();
+    debug_assert_eq!(out.len(), row.len() * dtype.size());
+    let chunks = out.chunks_exact_mut(dtype.size());
+    match row {
+        SourceRow::F32(r) => {
+            for (column, (&v, o)) in r.iter().zip(chunks).enumerate() {
+                encode_value(v, SourceValue::F32(v), column, dtype, o)?;
             }
-            Dtype::BF16 => {
-                let h = bf16::from_f32(v);
-                if h.is_infinite() {
-                    return Err(EncodeProblem::Overflow { column, value: v });
-                }
-                o.copy_from_slice(&h.to_le_bytes());
+        }
+        SourceRow::F64(r) => {
+            for (column, (&v, o)) in r.iter().zip(chunks).enumerate() {
+                encode_value(v, SourceValue::F64(v), column, dtype, o)?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// A source value that converts to each storage dtype in one rounding.
+trait Narrow: Copy {
+    fn is_finite(self) -> bool;
+    fn to_f32(self) -> f32;
+    fn to_f16(self) -> f16;
+    fn to_bf16(self) -> bf16;
+}
+
+impl Narrow for f32 {
+    fn is_finite(self) -> bool {
+        f32::is_finite(self)
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+    // `half`'s f32 conversions round once, correctly (tested in `narrow`).
+    fn to_f16(self) -> f16 {
+        f16::from_f32(self)
+    }
+    fn to_bf16(self) -> bf16 {
+        bf16::from_f32(self)
+    }
+}
+
+impl Narrow for f64 {
+    fn is_finite(self) -> bool {
+        f64::is_finite(self)
+    }
+    // `as` rounds to nearest, ties to even, and gives infinity on overflow.
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
+    fn to_f16(self) -> f16 {
+        crate::narrow::f16_from_f64(self)
+    }
+    fn to_bf16(self) -> bf16 {
+        crate::narrow::bf16_from_f64(self)
+    }
+}
+
+fn encode_value<T: Narrow>(
+    v: T,
+    value: SourceValue,
+    column: usize,
+    dtype: Dtype,
+    o: &mut [u8],
+) -> Result<(), EncodeProblem> {
+    if !v.is_finite() {
+        return Err(EncodeProblem::NonFinite { column, value });
+    }
+    let overflow = || EncodeProblem::Overflow { column, value };
+    match dtype {
+        Dtype::F32 => {
+            let x = v.to_f32();
+            if x.is_infinite() {
+                return Err(overflow());
+            }
+            o.copy_from_slice(&x.to_le_bytes());
+        }
+        Dtype::F16 => {
+            let h = v.to_f16();
+            if h.is_infinite() {
+                return Err(overflow());
+            }
+            o.copy_from_slice(&h.to_le_bytes());
+        }
+        Dtype::BF16 => {
+            let h = v.to_bf16();
+            if h.is_infinite() {
+                return Err(overflow());
+            }
+            o.copy_from_slice(&h.to_le_bytes());
         }
     }
     Ok(())
@@ -154,5 +322,52 @@ mod tests {
             encode_row(&[0.0, f32::INFINITY], Dtype::BF16, &mut buf),
             Err(EncodeProblem::NonFinite { column: 1, .. })
         ));
+    }
+
+    /// 2^e, exactly (see `narrow`'s tests: `powi` need not be exact).
+    fn pow2(e: i32) -> f64 {
+        f64::from_bits(((1023 + e) as u64) << 52)
+    }
+
+    fn encode_one(v: f64, dt: Dtype) -> Result<Vec<u8>, EncodeProblem> {
+        let mut buf = vec![0u8; dt.size()];
+        encode_row(&[v], dt, &mut buf).map(|()| buf)
+    }
+
+    /// f64 rows round once: a value one f64 ulp above a tie rounds up (via
+    /// f32 it would collapse onto the tie and round to even), and a value
+    /// that rounds to MAX is stored, not rejected.
+    #[test]
+    fn f64_rows_round_once() {
+        let above_tie = 1.0 + pow2(-11) + pow2(-40);
+        assert_eq!(encode_one(above_tie, Dtype::F16).unwrap(), 0x3c01u16.to_le_bytes());
+        let above_tie_b = 1.0 + pow2(-8) + pow2(-40);
+        assert_eq!(encode_one(above_tie_b, Dtype::BF16).unwrap(), 0x3f81u16.to_le_bytes());
+        assert_eq!(encode_one(65519.99, Dtype::F16).unwrap(), f16::MAX.to_le_bytes());
+        let e = encode_one(65520.0, Dtype::F16).unwrap_err();
+        assert_eq!(e, EncodeProblem::Overflow { column: 0, value: SourceValue::F64(65520.0) });
+        assert_eq!(
+            e.describe(Dtype::F16),
+            "value 65520 at column 0 overflows f16 (its nearest f16 is infinite; largest finite: 65504)"
+        );
+        // f32: the f64 just below the f32 overflow threshold rounds to f32::MAX.
+        let threshold = f64::from(f32::MAX) + pow2(103);
+        assert_eq!(encode_one(f64::from_bits(threshold.to_bits() - 1), Dtype::F32).unwrap(), f32::MAX.to_le_bytes());
+        let e = encode_one(1e300, Dtype::F32).unwrap_err();
+        assert_eq!(
+            e.describe(Dtype::F32),
+            "value 1e300 at column 0 overflows f32 (its nearest f32 is infinite; largest finite: 3.4028235e38)"
+        );
+        assert!(matches!(encode_one(f64::NAN, Dtype::F32), Err(EncodeProblem::NonFinite { .. })));
+    }
+
+    #[test]
+    fn values_print_as_written() {
+        assert_eq!(SourceValue::F64(0.1).to_string(), "0.1");
+        assert_eq!(SourceValue::F32(0.1).to_string(), "0.1");
+        assert_eq!(SourceValue::F32(f32::MAX).to_string(), "3.4028235e38");
+        assert_eq!(SourceValue::F64(-1e-300).to_string(), "-1e-300");
+        assert_eq!(SourceValue::F64(f64::NEG_INFINITY).to_string(), "-inf");
+        assert_eq!(SourceValue::F64(0.0).to_string(), "0");
     }
 }

@@ -24,12 +24,14 @@ pub mod index;
 pub mod ingest;
 pub mod key;
 pub mod matcher;
+pub mod narrow;
 pub mod prefetch;
 mod publish;
 pub mod read;
 pub mod table;
 #[doc(hidden)]
 pub mod untrusted;
+pub mod verify_rows;
 
 pub use builder::{BuildConfig, BuildPhase, BuildSummary, TableBuilder};
 pub use catalog::{Catalog, CatalogError, GcReport, TableListing, TableSnapshot, VersionRecord};

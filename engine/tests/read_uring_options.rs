@@ -5,7 +5,8 @@ mod common;
 
 use common::*;
 use engine::read::{
-    AlignedBuf, Backend, BackendKind, ReadMode, ReadReq, ReaderOptions, RingSetup, RowReader, UringBackend,
+    AlignedBuf, Backend, BackendKind, ReadMode, ReadReq, ReaderOptions, RegisteredBuf, RingSetup, RowReader,
+    UringBackend,
 };
 use engine::{Dtype, Table, MISS_SLOT};
 use rand::{Rng, SeedableRng};
@@ -169,8 +170,8 @@ fn reads_into_a_registered_buffer_are_read_fixed() {
     let expect = std::fs::read(&path).unwrap();
     let mut b = UringBackend::new(engine::read::open_file(&path, true).unwrap().0, 8).unwrap();
     b.enable_registered_buffers(2).unwrap();
-    let mut buf = AlignedBuf::new(64 << 10).unwrap();
-    assert!(b.register_buffer(&mut buf));
+    let mut buf = RegisteredBuf::new(&b, AlignedBuf::new(64 << 10).unwrap());
+    assert!(buf.is_registered());
     assert_eq!(b.registered_buffers(), 1);
     {
         // Two requests inside the registered buffer, one outside.
@@ -184,23 +185,30 @@ fn reads_into_a_registered_buffer_are_read_fixed() {
     assert_eq!(b.fixed_reads(), 2);
     assert_eq!(&buf[..32 << 10], &expect[..32 << 10]);
     assert_eq!(&buf[32 << 10..], &expect[40960..40960 + (32 << 10)]);
-    b.unregister_buffer(&buf);
+    let mut buf = buf.into_inner();
     assert_eq!(b.registered_buffers(), 0);
     let mut reqs = [ReadReq::new(4096, &mut buf[..4096], 4096)];
     b.read_batch(&mut reqs).unwrap();
     assert_eq!(b.fixed_reads(), 2, "unregistered: a plain read");
     assert_eq!(&buf[..4096], &expect[4096..8192]);
     // Slots run out: a third buffer is not registered.
-    let (mut p, mut q, mut r) =
-        (AlignedBuf::new(4096).unwrap(), AlignedBuf::new(4096).unwrap(), AlignedBuf::new(4096).unwrap());
-    assert!(b.register_buffer(&mut p) && b.register_buffer(&mut q));
-    assert!(!b.register_buffer(&mut r));
-    b.unregister_buffer(&p);
-    assert!(b.register_buffer(&mut r), "a freed slot is reused");
-    // Unregistered before they are freed, as the contract asks.
-    b.unregister_buffer(&q);
-    b.unregister_buffer(&r);
+    let page = || AlignedBuf::new(4096).unwrap();
+    let (p, q) = (RegisteredBuf::new(&b, page()), RegisteredBuf::new(&b, page()));
+    assert!(p.is_registered() && q.is_registered());
+    let r = RegisteredBuf::new(&b, page());
+    assert!(!r.is_registered());
+    drop(p);
+    assert_eq!(b.registered_buffers(), 1, "dropping a registered buffer unregisters it");
+    let r = RegisteredBuf::new(&b, r.into_inner());
+    assert!(r.is_registered(), "a freed slot is reused");
+    drop((q, r));
     assert_eq!(b.registered_buffers(), 0);
+    // A registration that outlives its backend ends with the ring: dropping
+    // it afterwards is harmless.
+    let late = RegisteredBuf::new(&b, page());
+    assert!(late.is_registered());
+    drop(b);
+    drop(late);
 }
 
 #[test]
@@ -225,8 +233,7 @@ fn concurrent_batches_share_one_ring_and_keep_their_own_errors() {
                 let (b, expect) = (Arc::clone(&b), Arc::clone(&expect));
                 std::thread::spawn(move || {
                     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(t);
-                    let mut buf = AlignedBuf::new(40 * 8192).unwrap();
-                    let reg = b.register_buffer(&mut buf);
+                    let mut buf = RegisteredBuf::new(&*b, AlignedBuf::new(40 * 8192).unwrap());
                     for round in 0..30 {
                         let n = rng.gen_range(1..40);
                         let offs: Vec<u64> = (0..n).map(|_| rng.gen_range(0..pages - 1) * 4096).collect();
@@ -255,9 +262,7 @@ fn concurrent_batches_share_one_ring_and_keep_their_own_errors() {
                             }
                         }
                     }
-                    if reg {
-                        b.unregister_buffer(&buf);
-                    }
+                    drop(buf);
                 })
             })
             .collect();
@@ -310,8 +315,7 @@ fn one_io_thread_serves_batches_from_many_threads() {
                 let (b, file) = (b.clone(), &file);
                 s.spawn(move || {
                     let mut rng = rand::rngs::StdRng::seed_from_u64(th);
-                    let mut buf = AlignedBuf::new(64 * chunk).unwrap();
-                    let registered = b.register_buffer(&mut buf);
+                    let mut buf = RegisteredBuf::new(&*b, AlignedBuf::new(64 * chunk).unwrap());
                     for round in 0..50 {
                         let at: Vec<u64> = (0..64).map(|_| rng.gen_range(0..chunks) * chunk as u64).collect();
                         let mut reqs: Vec<ReadReq<'_>> =
@@ -322,9 +326,7 @@ fn one_io_thread_serves_batches_from_many_threads() {
                             assert!(c == &file[o as usize..o as usize + chunk], "thread {th} round {round} offset {o}");
                         }
                     }
-                    if registered {
-                        b.unregister_buffer(&buf);
-                    }
+                    drop(buf);
                 });
             }
         });
@@ -362,4 +364,51 @@ fn work_runs_once_beside_a_batch_that_succeeds_or_fails() {
         assert_eq!(e.source.kind(), std::io::ErrorKind::UnexpectedEof, "{}", backend.name());
         assert_eq!(runs, 1, "{}", backend.name());
     }
+}
+
+/// A `work` closure that panics while the batch's reads are in flight: the
+/// unwinding waits for the kernel to finish with the buffers (they are full
+/// and intact afterwards, nothing else was written), and the backend and the
+/// process carry on.
+#[test]
+fn a_panicking_work_waits_for_the_reads_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_table(dir.path(), "p.scone", 5, 400, 2048, Dtype::F16);
+    if !uring_available(&path) {
+        return;
+    }
+    let file = std::fs::read(&path).unwrap();
+    let b = UringBackend::new(engine::read::open_file(&path, true).unwrap().0, 4).unwrap();
+    let chunk = 64 << 10;
+    let n = (file.len() / chunk).min(64);
+    assert!(n >= 8, "a batch larger than the queue depth keeps reads queued at the panic");
+    // Guard pages of 0xAA around each request's bytes catch stray writes.
+    let mut bufs: Vec<AlignedBuf> = (0..n).map(|_| AlignedBuf::new(chunk + 8192).unwrap()).collect();
+    for buf in &mut bufs {
+        buf.fill(0xAA);
+    }
+    for round in 0..5 {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut reqs: Vec<ReadReq<'_>> = bufs
+                .iter_mut()
+                .enumerate()
+                .map(|(i, buf)| ReadReq::new((i * chunk) as u64, &mut buf[4096..4096 + chunk], chunk))
+                .collect();
+            let _ = b.read_batch_while(&mut reqs, &mut || panic!("work panics in round {round}"));
+            unreachable!("the panic propagates");
+        }));
+        assert!(r.is_err());
+        for (i, buf) in bufs.iter().enumerate() {
+            assert!(buf[4096..4096 + chunk] == file[i * chunk..(i + 1) * chunk], "round {round} request {i}");
+            assert!(buf[..4096].iter().chain(&buf[4096 + chunk..]).all(|&x| x == 0xAA), "round {round} guard {i}");
+        }
+        for buf in &mut bufs {
+            buf[4096..4096 + chunk].fill(0);
+        }
+    }
+    // The ring still serves batches.
+    let mut v = AlignedBuf::new(4096).unwrap();
+    let mut reqs = [ReadReq::new(8192, &mut v[..], 4096)];
+    b.read_batch(&mut reqs).unwrap();
+    assert!(v[..] == file[8192..12288]);
 }

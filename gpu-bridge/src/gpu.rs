@@ -175,10 +175,18 @@ impl Gpu {
 
     /// Enqueues an asynchronous copy of `src[range]` into
     /// `dst[dst_offset .. dst_offset + range.len()]` on this stream, without
-    /// recording an event and *without* cudarc's tracking of `src`: the
-    /// caller must keep those bytes unmodified and allocated until an event
-    /// recorded after this call has completed (see `StagingRing`).
-    pub(crate) fn enqueue_htod_range(
+    /// recording an event and *without* cudarc's tracking of `src`. Returns
+    /// before the copy has run.
+    ///
+    /// # Safety
+    /// The DMA engine reads `src[range]` after this returns. The caller must
+    /// keep those bytes allocated and unmodified until an event recorded on
+    /// this stream after this call has completed (or the stream is
+    /// synchronised): freeing or refilling `src` earlier lets the device read
+    /// freed or half-written memory. `StagingRing` is the one caller: a slot
+    /// refuses writes once a copy is enqueued, `acquire` waits for the
+    /// slot's event, and dropping the ring waits for all of them.
+    pub(crate) unsafe fn enqueue_htod_range(
         &self,
         src: &PinnedBuffer,
         range: std::ops::Range<usize>,

@@ -199,7 +199,7 @@ pub struct LookupPipeline<'t> {
     /// Zero-copy mode: the mapped rows and the device slot buffer (one
     /// suffices: stream order puts each batch's slot copy after the
     /// previous batch's kernel).
-    zero_copy: Option<(ZeroCopyRows, DeviceBuffer)>,
+    zero_copy: Option<(ZeroCopyRows<'t>, DeviceBuffer)>,
     /// Dedup / cache paths (see the type doc).
     indexed: Option<Indexed>,
     cache: Option<GpuCache>,

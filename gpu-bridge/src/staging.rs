@@ -156,7 +156,14 @@ impl StagingSlot<'_> {
     ) -> Result<(), BridgeError> {
         // Set first: even a failed call may have enqueued the copy.
         self.enqueued = true;
-        self.ring.gpu.enqueue_htod_range(&self.ring.slots[self.index].buf, range, dst, dst_offset)
+        // SAFETY: the buffer stays allocated and unmodified until an event
+        // recorded after this copy completes: `enqueued` (set above) makes
+        // `bytes` refuse further writes through this slot; `finish`, or this
+        // slot's `Drop`, records the slot's `done` event (or synchronises the
+        // stream); `acquire` waits for that event before the slot is handed
+        // out again, and the ring's `Drop` waits for every slot's event
+        // before the pinned memory is freed.
+        unsafe { self.ring.gpu.enqueue_htod_range(&self.ring.slots[self.index].buf, range, dst, dst_offset) }
     }
 
     /// Records the event that guards this buffer (completing after every

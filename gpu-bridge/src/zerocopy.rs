@@ -4,6 +4,7 @@
 //! uploads the slot numbers (4 bytes per position).
 
 use std::ffi::c_void;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use cudarc::driver::{sys, CudaContext, CudaFunction, LaunchConfig, PushKernelArg};
@@ -34,8 +35,11 @@ pub enum ZeroCopySource {
 
 /// The table's rows as device-readable host memory, plus the loaded kernel.
 /// Dropping it waits for all work in the context before unregistering or
-/// freeing the memory (a kernel may still be reading it).
-pub(crate) struct ZeroCopyRows {
+/// freeing the memory (a kernel may still be reading it). It borrows the
+/// table (`'t`): kernels read the table's resident rows in place, so the
+/// table must outlive every launch, and the borrow makes that a type
+/// error rather than a caller's promise.
+pub(crate) struct ZeroCopyRows<'t> {
     ctx: Arc<CudaContext>,
     func: CudaFunction,
     /// Device address of row 0.
@@ -48,9 +52,11 @@ pub(crate) struct ZeroCopyRows {
     registered: Option<usize>,
     /// The pinned copy (freed on drop, after the wait).
     _copy: Option<PinnedBuffer>,
+    /// The table whose rows `dev_rows` maps (when `Registered`).
+    _table: PhantomData<&'t Table>,
 }
 
-impl std::fmt::Debug for ZeroCopyRows {
+impl std::fmt::Debug for ZeroCopyRows<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ZeroCopyRows")
             .field("source", &self.source)
@@ -60,11 +66,10 @@ impl std::fmt::Debug for ZeroCopyRows {
     }
 }
 
-impl ZeroCopyRows {
-    /// Makes `table`'s rows readable by `gpu`'s device. The caller must keep
-    /// `table` alive (and its resident rows in place) for as long as this
-    /// value exists: `LookupPipeline` borrows the table for its lifetime.
-    pub(crate) fn new(table: &Table, gpu: &Gpu) -> Result<ZeroCopyRows, BridgeError> {
+impl<'t> ZeroCopyRows<'t> {
+    /// Makes `table`'s rows readable by `gpu`'s device, for as long as the
+    /// returned value (which borrows `table`) lives.
+    pub(crate) fn new(table: &'t Table, gpu: &Gpu) -> Result<ZeroCopyRows<'t>, BridgeError> {
         let ctx = gpu.ctx().clone();
         let func = no_panic("loading gather kernel", {
             let ctx = ctx.clone();
@@ -99,6 +104,7 @@ impl ZeroCopyRows {
             source: ZeroCopySource::PinnedCopy,
             registered: None,
             _copy: None,
+            _table: PhantomData,
         };
         // SAFETY: `base..base + len` lies within the table's rows section
         // (shown above), which is alive and immutable while `table` is
@@ -128,8 +134,9 @@ impl ZeroCopyRows {
         let attempts: &[u32] = if read_only { &[flags | sys::CU_MEMHOSTREGISTER_READ_ONLY, flags] } else { &[flags] };
         for &f in attempts {
             // SAFETY: `base..base + len` is memory of the table's resident
-            // rows mapping (see `new`), alive for this value's lifetime (the
-            // caller's contract). Registering only page-locks it and maps it
+            // rows mapping (see `new`), alive for this value's lifetime: it
+            // borrows the table (`'t`), and a `Table`'s resident rows do not
+            // move while it is borrowed. Registering only page-locks it and maps it
             // for the device; neither the driver nor the kernel writes to it.
             let r = unsafe { sys::cuMemHostRegister_v2(base as *mut c_void, len, f) };
             if r == sys::CUresult::CUDA_SUCCESS {
@@ -222,7 +229,7 @@ fn device_pointer(host: *const u8) -> Result<u64, BridgeError> {
     Ok(dptr)
 }
 
-impl Drop for ZeroCopyRows {
+impl Drop for ZeroCopyRows<'_> {
     fn drop(&mut self) {
         // A kernel enqueued on any stream may still read the rows.
         let _ = self.ctx.synchronize();

@@ -2,6 +2,8 @@
 //! n-gram counting, f-gram selection, the candle models (baseline LM and
 //! SCONE's f-gram model), training with checkpoints, export and evaluation.
 
+#![forbid(unsafe_code)]
+
 pub mod bpe;
 pub mod corpus;
 pub mod experiment;

@@ -14,6 +14,8 @@
 //!
 //! Usage: `cargo run --release -p scone-bench --bin index-choice -- [--n 10000000]`
 
+#![forbid(unsafe_code)]
+
 use std::hint::black_box;
 use std::io::Write;
 use std::time::Instant;

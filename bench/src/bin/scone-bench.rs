@@ -1,6 +1,8 @@
 //! `scone-bench core`: build a synthetic table, then measure probes, matching and
 //! gathers against the naive baseline and a memory ceiling in the same run.
 
+#![forbid(unsafe_code)]
+
 use std::hint::black_box;
 use std::io::Write;
 use std::path::{Path, PathBuf};

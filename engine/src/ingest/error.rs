@@ -45,8 +45,8 @@ pub enum IngestError {
         reason: String,
     },
 
-    /// An embedding value is NaN or infinite once converted to `f32`
-    /// (this includes finite `f64` values outside the `f32` range).
+    /// An embedding value is NaN or infinite in the file (or, from
+    /// `read_row_f32`, a finite `f64` outside the `f32` range).
     #[error(
         "{}: row {record}, column {column}: value is not finite (NaN or infinity)",
         .path.display()

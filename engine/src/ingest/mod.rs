@@ -36,6 +36,8 @@ pub use safetensors_file::SafetensorsFile;
 
 use raw::ElemType;
 
+use crate::dtype::SourceRow;
+
 /// A dense `[rows, dim]` matrix of embeddings, read row by row as `f32`.
 ///
 /// Implementations are `Send + Sync`: rows may be read from several threads.
@@ -61,6 +63,59 @@ pub trait EmbeddingSource: Send + Sync + Debug {
     /// If `row >= self.rows()` or `out.len() != self.dim()`: both are bugs in
     /// the caller, not problems with the input.
     fn read_row_f32(&self, row: u64, out: &mut [f32]) -> Result<(), IngestError>;
+
+    /// Decodes row `row` (0-based) into `out` in the file's own precision:
+    /// [`RowValues::F64`] for `f64` files, [`RowValues::F32`] for the others
+    /// (exact either way, so the builder rounds each value once), replacing
+    /// what `out` held; errors as [`read_row_f32`](Self::read_row_f32), except
+    /// that finite `f64` values are accepted whatever their magnitude (the
+    /// builder reports those its dtype cannot hold).
+    ///
+    /// # Panics
+    /// If `row >= self.rows()` (a bug in the caller).
+    fn read_row(&self, row: u64, out: &mut RowValues) -> Result<(), IngestError>;
+}
+
+/// One embedding row as its file holds it: `f64` files keep `f64` values;
+/// `f32`, `f16` and `bf16` files give `f32` (which holds all three exactly).
+#[derive(Clone, Debug, PartialEq)]
+pub enum RowValues {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+impl Default for RowValues {
+    fn default() -> Self {
+        RowValues::F32(Vec::new())
+    }
+}
+
+impl RowValues {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        SourceRow::from(self).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values as `f64` (exact for every source type).
+    pub fn to_f64(&self) -> Vec<f64> {
+        match self {
+            RowValues::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+            RowValues::F64(v) => v.clone(),
+        }
+    }
+}
+
+impl<'a> From<&'a RowValues> for SourceRow<'a> {
+    fn from(r: &'a RowValues) -> Self {
+        match r {
+            RowValues::F32(v) => SourceRow::F32(v),
+            RowValues::F64(v) => SourceRow::F64(v),
+        }
+    }
 }
 
 /// Both file types are a memory-mapped matrix plus a dtype name.
@@ -81,6 +136,9 @@ macro_rules! matrix_source {
             }
             fn read_row_f32(&self, row: u64, out: &mut [f32]) -> Result<(), IngestError> {
                 self.matrix.read_row_f32(row, out)
+            }
+            fn read_row(&self, row: u64, out: &mut RowValues) -> Result<(), IngestError> {
+                self.matrix.read_row(row, out)
             }
         }
     };
@@ -158,8 +216,8 @@ pub struct IngestRecord {
     pub ngram: Vec<u32>,
     /// The optional count from the text file.
     pub count: Option<u64>,
-    /// The embedding, converted to `f32`; `row.len() == dim`.
-    pub row: Vec<f32>,
+    /// The embedding in the file's precision (see [`RowValues`]); `row.len() == dim`.
+    pub row: RowValues,
 }
 
 /// Opens both input files and pairs line `i + 1` of `ngrams` with row `i` of
@@ -253,8 +311,8 @@ impl Iterator for Records {
             Some(Ok(count)) => {
                 let r = self.next_row;
                 self.next_row += 1;
-                let mut row = vec![0f32; self.source.dim()];
-                Some(self.source.read_row_f32(r, &mut row).map(|()| IngestRecord { ngram, count, row }))
+                let mut row = RowValues::default();
+                Some(self.source.read_row(r, &mut row).map(|()| IngestRecord { ngram, count, row }))
             }
         }
     }
@@ -361,7 +419,7 @@ mod tests {
             for (i, (rec, (ng, c))) in got.iter().zip(want_ngrams).enumerate() {
                 assert_eq!(rec.ngram, ng);
                 assert_eq!(rec.count, c);
-                assert_eq!(rec.row, &v[i * 3..i * 3 + 3]);
+                assert_eq!(rec.row, RowValues::F32(v[i * 3..i * 3 + 3].to_vec()));
             }
         }
     }
@@ -430,8 +488,8 @@ mod tests {
         ));
         let ok: Vec<_> = got.iter().filter_map(|r| r.as_ref().ok()).collect();
         assert_eq!(ok.len(), 3);
-        assert_eq!((ok[1].ngram.as_slice(), ok[1].row.as_slice()), (&[3][..], &v[4..6]));
-        assert_eq!((ok[2].ngram.as_slice(), ok[2].row.as_slice()), (&[5][..], &v[8..10]));
+        assert_eq!((ok[1].ngram.as_slice(), &ok[1].row), (&[3][..], &RowValues::F32(v[4..6].to_vec())));
+        assert_eq!((ok[2].ngram.as_slice(), &ok[2].row), (&[5][..], &RowValues::F32(v[8..10].to_vec())));
     }
 
     #[test]

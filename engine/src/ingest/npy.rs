@@ -388,7 +388,7 @@ impl Parser<'_> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::ingest::EmbeddingSource;
+    use crate::ingest::{EmbeddingSource, RowValues};
     use std::io::Write;
 
     /// Builds a `.npy` file image by hand: preamble for `version`, the given
@@ -633,6 +633,26 @@ pub(crate) mod tests {
         let f = NpyFile::open(&write_file(dir.path(), "big.npy", &img)).unwrap();
         let e = f.read_row_f32(0, &mut [0f32; 2]).unwrap_err();
         assert!(matches!(e, IngestError::NonFinite { record: 0, column: 1, .. }));
+    }
+
+    /// `read_row` keeps `f64` values exact (a finite 1e300 is the builder's
+    /// to judge) and still rejects NaN and infinity, naming the column.
+    #[test]
+    fn f8_rows_stay_f64() {
+        let tie = 1.0 + 2f64.powi(-11) + 2f64.powi(-40);
+        let data: Vec<u8> = [tie, 1e300, 2.0, f64::NAN].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let img = npy_image(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2), }", &data);
+        let dir = tempfile::tempdir().unwrap();
+        let f = NpyFile::open(&write_file(dir.path(), "f8.npy", &img)).unwrap();
+        let mut row = RowValues::default();
+        f.read_row(0, &mut row).unwrap();
+        assert_eq!(row, RowValues::F64(vec![tie, 1e300]));
+        let e = f.read_row(1, &mut row).unwrap_err();
+        assert!(matches!(e, IngestError::NonFinite { record: 1, column: 1, .. }), "{e:?}");
+        // Other files give f32, whatever `out` held before.
+        let g = NpyFile::open(&write_file(dir.path(), "f4.npy", &f32_npy(1, 2, &[0.5, -1.0]))).unwrap();
+        g.read_row(0, &mut row).unwrap();
+        assert_eq!(row, RowValues::F32(vec![0.5, -1.0]));
     }
 
     #[test]

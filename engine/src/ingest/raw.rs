@@ -1,5 +1,6 @@
 //! Shared machinery: the one memory mapping of an input file, and decoding of
-//! row-major little-endian float rows into `f32`.
+//! row-major little-endian float rows (into `f64` for `f64` files, so that
+//! the builder rounds them once, straight to the table's dtype).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 
 use super::error::IngestError;
+use super::RowValues;
 
 /// Maps `path` read-only. This is the only `unsafe` in `ingest`.
 pub(crate) fn map_file(path: &Path) -> Result<Mmap, IngestError> {
@@ -106,12 +108,55 @@ impl MappedMatrix {
         self.dim
     }
 
-    /// Decodes row `row` into `out` and checks that every value is finite.
+    /// Decodes row `row` into `out` in the file's own precision (`f64` for
+    /// `f64` files, `f32` for the others: exact either way) and checks that
+    /// every value is finite.
+    ///
+    /// # Panics
+    /// If `row >= self.rows()` (a caller bug).
+    pub(crate) fn read_row(&self, row: u64, out: &mut RowValues) -> Result<(), IngestError> {
+        if self.elem != ElemType::F64 {
+            let mut v = match std::mem::take(out) {
+                RowValues::F32(v) => v,
+                RowValues::F64(_) => Vec::new(),
+            };
+            v.resize(self.dim, 0.0);
+            let r = self.read_row_f32(row, &mut v);
+            *out = RowValues::F32(v);
+            return r;
+        }
+        let mut v = match std::mem::take(out) {
+            RowValues::F64(v) => v,
+            RowValues::F32(_) => Vec::new(),
+        };
+        v.resize(self.dim, 0.0);
+        let bytes = self.row_bytes(row);
+        for (o, c) in v.iter_mut().zip(bytes.chunks_exact(8)) {
+            *o = f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        }
+        let bad = v.iter().position(|x| !x.is_finite());
+        *out = RowValues::F64(v);
+        match bad {
+            None => Ok(()),
+            Some(column) => Err(IngestError::NonFinite { path: self.path.clone(), record: row, column }),
+        }
+    }
+
+    /// The bytes of row `row`.
+    fn row_bytes(&self, row: u64) -> &[u8] {
+        assert!(row < self.rows, "row {row} out of range for {} ({} rows)", self.path.display(), self.rows);
+        // In range: row < rows and rows * row_bytes fits the map (checked in `new`).
+        let start = self.data_offset + row as usize * self.row_bytes;
+        &self.map[start..start + self.row_bytes]
+    }
+
+    /// Decodes row `row` into `out` as `f32` (`f64` values rounded to
+    /// nearest, so finite ones beyond the `f32` range become infinite) and
+    /// checks that every value is finite.
     ///
     /// # Panics
     /// If `row >= self.rows()` or `out.len() != self.dim()` (caller bugs).
     pub(crate) fn read_row_f32(&self, row: u64, out: &mut [f32]) -> Result<(), IngestError> {
-        assert!(row < self.rows, "row {row} out of range for {} ({} rows)", self.path.display(), self.rows);
         assert_eq!(
             out.len(),
             self.dim,
@@ -120,10 +165,7 @@ impl MappedMatrix {
             self.path.display(),
             self.dim
         );
-        // In range: row < rows and rows * row_bytes fits the map (checked in `new`).
-        let start = self.data_offset + row as usize * self.row_bytes;
-        let bytes = &self.map[start..start + self.row_bytes];
-        decode_row(self.elem, bytes, out);
+        decode_row(self.elem, self.row_bytes(row), out);
         match out.iter().position(|v| !v.is_finite()) {
             None => Ok(()),
             Some(column) => Err(IngestError::NonFinite { path: self.path.clone(), record: row, column }),

@@ -132,7 +132,7 @@ fn describe(e: SafeTensorError) -> String {
 pub(crate) mod tests {
     use super::*;
     use crate::ingest::npy::tests::write_file;
-    use crate::ingest::EmbeddingSource;
+    use crate::ingest::{EmbeddingSource, RowValues};
     use safetensors::tensor::TensorView;
 
     /// Serialises `(name, dtype, shape, little-endian bytes)` tensors.
@@ -193,6 +193,29 @@ pub(crate) mod tests {
             assert_eq!(f.path(), p);
             assert_eq!(read_all(&f), v);
         }
+    }
+
+    /// An F64 tensor's rows come out as f64, bit for bit (the builder rounds
+    /// them once); the others as f32.
+    #[test]
+    fn f64_rows_keep_every_bit() {
+        let v = [1.0 + 2f64.powi(-11) + 2f64.powi(-40), -1e300, 0.1, 65519.99];
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let p = write_file(dir.path(), "d.safetensors", &st_image(&[("emb", Dtype::F64, vec![2, 2], bytes)]));
+        let f = SafetensorsFile::open(&p, None).unwrap();
+        let mut row = RowValues::default();
+        for r in 0..2 {
+            f.read_row(r, &mut row).unwrap();
+            assert_eq!(row, RowValues::F64(v[2 * r as usize..2 * r as usize + 2].to_vec()));
+        }
+        let p = write_file(
+            dir.path(),
+            "s.safetensors",
+            &st_image(&[("emb", Dtype::F32, vec![1, 2], f32_bytes(&[0.1, 2.0]))]),
+        );
+        SafetensorsFile::open(&p, None).unwrap().read_row(0, &mut row).unwrap();
+        assert_eq!(row, RowValues::F32(vec![0.1, 2.0]));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io;
+use std::ops::{Deref, DerefMut};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +10,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam::channel::{unbounded, Sender};
+use memmap2::MmapMut;
+
+use super::aligned::AlignedBuf;
 
 /// One read of a batch: fill `buf` from `offset`, at least `need` bytes of it
 /// (the rest may lie past the end of the file: the tail of an aligned span).
@@ -86,23 +90,130 @@ pub trait Backend: Send + Sync {
         None
     }
 
-    /// Offers `buf` for reads into it; io_uring registers it (a fixed buffer:
-    /// pages pinned once, `READ_FIXED`). Returns whether it was registered. The
-    /// caller must [`unregister_buffer`](Self::unregister_buffer) it, or drop
-    /// the backend, before freeing or reusing the memory for anything else
-    /// (otherwise later reads into that address range could land in the old
-    /// pinned pages). The default registers nothing.
-    fn register_buffer(&self, _buf: &mut [u8]) -> bool {
-        false
+    /// Registers `buf`'s pages for reads into it where the backend can
+    /// (io_uring: a fixed buffer, pages pinned once, `READ_FIXED`); the
+    /// registration ends when the returned handle is dropped. `None`: not
+    /// registered (the default). Safe code uses [`RegisteredBuf::new`], which
+    /// owns the buffer for as long as it is registered.
+    ///
+    /// # Safety
+    /// The memory of `buf` must stay allocated at the same address (not freed,
+    /// moved or remapped) until the returned [`BufferRegistration`] is dropped
+    /// or this backend is (which closes the ring). Otherwise a later read into
+    /// other memory at that address would be matched to the stale
+    /// registration, and the kernel would write into the pages it pinned then.
+    unsafe fn register_buffer(&self, _buf: &mut [u8]) -> Option<BufferRegistration> {
+        None
     }
-
-    /// Forgets a buffer given to [`register_buffer`](Self::register_buffer)
-    /// (same address and length); a no-op for one never registered.
-    fn unregister_buffer(&self, _buf: &[u8]) {}
 
     /// Buffers registered now.
     fn registered_buffers(&self) -> usize {
         0
+    }
+}
+
+/// One buffer registration with a backend; dropping it unregisters the
+/// buffer (a no-op once the backend is gone: closing the ring released it).
+pub struct BufferRegistration {
+    unregister: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl BufferRegistration {
+    /// A registration that `unregister` ends (it runs once, on drop).
+    pub fn new(unregister: impl FnOnce() + Send + 'static) -> BufferRegistration {
+        BufferRegistration { unregister: Some(Box::new(unregister)) }
+    }
+}
+
+impl Drop for BufferRegistration {
+    fn drop(&mut self) {
+        if let Some(f) = self.unregister.take() {
+            f();
+        }
+    }
+}
+
+impl std::fmt::Debug for BufferRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BufferRegistration")
+    }
+}
+
+/// Owned memory whose bytes stay at one address for as long as the value
+/// lives, however the value itself moves (a heap allocation or a mapping).
+///
+/// # Safety
+/// Every `deref_mut` (and `deref`) returns the same address and length, and
+/// that memory is neither freed nor remapped before the value is dropped.
+pub unsafe trait StableBuf: DerefMut<Target = [u8]> + Send {}
+
+// SAFETY: a mapping's address and length are fixed from `map_anon`/`map_mut`
+// until `munmap` in its `Drop`.
+unsafe impl StableBuf for MmapMut {}
+// SAFETY: as for `MmapMut`: `AlignedBuf` derefs to a fixed prefix of its own
+// mapping.
+unsafe impl StableBuf for AlignedBuf {}
+// SAFETY: a boxed slice cannot grow or shrink; its heap block is freed only
+// on drop.
+unsafe impl StableBuf for Box<[u8]> {}
+
+/// A buffer together with its registration with a backend (see
+/// [`Backend::register_buffer`]): the registration cannot outlive the memory,
+/// because this value owns both and drops the registration first.
+pub struct RegisteredBuf<B: StableBuf> {
+    // Declared before `buf`: dropped (unregistered) before the memory is freed.
+    registration: Option<BufferRegistration>,
+    buf: B,
+}
+
+impl<B: StableBuf> RegisteredBuf<B> {
+    /// Registers `buf` with `backend` where it can (see [`is_registered`](Self::is_registered)).
+    pub fn new<K: Backend + ?Sized>(backend: &K, mut buf: B) -> RegisteredBuf<B> {
+        // SAFETY: the memory belongs to `buf`, which the returned value owns
+        // and hands out only as `&[u8]`/`&mut [u8]`; `StableBuf` keeps it at
+        // one address until `buf` is dropped, and field order drops the
+        // registration first (`into_inner` drops it before giving `buf` back).
+        let registration = unsafe { backend.register_buffer(&mut buf) };
+        RegisteredBuf { registration, buf }
+    }
+
+    /// A buffer that is not registered (for backends that cannot).
+    pub fn unregistered(buf: B) -> RegisteredBuf<B> {
+        RegisteredBuf { registration: None, buf }
+    }
+
+    /// Whether the backend registered the buffer.
+    pub fn is_registered(&self) -> bool {
+        self.registration.is_some()
+    }
+
+    /// Ends the registration and gives the buffer back.
+    pub fn into_inner(self) -> B {
+        let RegisteredBuf { registration, buf } = self;
+        drop(registration);
+        buf
+    }
+}
+
+impl<B: StableBuf> Deref for RegisteredBuf<B> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl<B: StableBuf> DerefMut for RegisteredBuf<B> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+}
+
+impl<B: StableBuf> std::fmt::Debug for RegisteredBuf<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisteredBuf")
+            .field("len", &self.buf.len())
+            .field("registered", &self.is_registered())
+            .finish()
     }
 }
 

@@ -25,7 +25,9 @@ use crate::gather::{gather, GatherOptions, MISS_SLOT};
 use crate::table::{OpenOptions, Table};
 
 pub use aligned::AlignedBuf;
-pub use backend::{open_file, Backend, BatchError, PreadBackend, ReadReq};
+pub use backend::{
+    open_file, Backend, BatchError, BufferRegistration, PreadBackend, ReadReq, RegisteredBuf, StableBuf,
+};
 use dio::{align_down, align_up};
 pub use dio::{statx_dio_align, AlignSource, DirectAlign, MIN_DIRECT_ALIGN};
 pub use faulty::FaultyBackend;
@@ -283,8 +285,6 @@ impl std::fmt::Display for ModeInfo {
 /// The direct mode's state; shared (`Arc`) with the prefetch workers, so it
 /// holds what it needs of the table by value.
 struct Direct {
-    /// Declared first, so dropped (an io_uring closed) before the bounce
-    /// buffers registered with it are unmapped.
     backend: Box<dyn Backend>,
     o_direct: bool,
     /// What reads keep to: offsets and lengths, buffer addresses.
@@ -296,7 +296,9 @@ struct Direct {
     stride: u64,
     /// Idle bounce buffers: a call takes one (or maps a new one) and puts it back,
     /// so concurrent calls (prefetch workers) do not wait on each other's copies.
-    bounces: Mutex<Vec<MmapMut>>,
+    /// Each owns its registration with `backend` (if any), which ends before
+    /// the buffer is unmapped, whichever of the two is dropped first.
+    bounces: Mutex<Vec<RegisteredBuf<MmapMut>>>,
     bounce_bytes: usize,
     hot: Option<HotPrefix>,
     /// Set when `BackendKind::Auto` fell back to pread: io_uring setup's error.
@@ -827,7 +829,7 @@ impl Direct {
         spans: &[Span],
         order: &[(u32, u32)],
         cold: &[(usize, usize)],
-        bounce: &mut Option<MmapMut>,
+        bounce: &mut Option<RegisteredBuf<MmapMut>>,
         out: &mut [u8],
         stats: &mut ReadStats,
         while_reading: impl FnOnce(&mut [u8]),
@@ -845,18 +847,14 @@ impl Direct {
             }
             let group = &spans[g0..g1];
             if bounce.as_ref().is_none_or(|b| (b.len() as u64) < total) {
-                // Unregistered before it is unmapped (Backend::register_buffer's contract).
-                if let Some(old) = bounce.take() {
-                    self.backend.unregister_buffer(&old);
-                }
+                // Dropping it unregisters it, then unmaps it (RegisteredBuf).
+                drop(bounce.take());
                 let len = total.max(self.bounce_bytes as u64) as usize;
                 // Anonymous mappings are page-aligned (at least DIRECT_ALIGN): with
                 // `bounce_len` every span starts memory-aligned.
-                let mut m = MmapOptions::new().len(len).map_anon().map_err(|e| self.io_err(group[0].start, e))?;
-                // Kept registered while pooled; `backend` is dropped (the ring closed)
-                // before `bounces` (field order), so no registration outlives its buffer.
-                self.backend.register_buffer(&mut m);
-                *bounce = Some(m);
+                let m = MmapOptions::new().len(len).map_anon().map_err(|e| self.io_err(group[0].start, e))?;
+                // Kept registered while pooled.
+                *bounce = Some(RegisteredBuf::new(&*self.backend, m));
             }
             let buf: &mut [u8] = bounce.as_mut().map_or(&mut [], |b| &mut b[..]);
             let mut reqs: Vec<ReadReq<'_>> = Vec::with_capacity(group.len());

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use crossbeam::channel::{bounded, unbounded, Receiver, Sender};
 use io_uring::{opcode, types, IoUring};
 
-use super::backend::{retryable, Backend, BatchError, ReadReq};
+use super::backend::{retryable, Backend, BatchError, BufferRegistration, ReadReq};
 
 /// `IORING_ENTER_GETEVENTS` (the uapi value): wait for / collect completions.
 const ENTER_GETEVENTS: u32 = 1;
@@ -63,7 +63,9 @@ impl RingSetup {
 /// come; short reads are resubmitted for the remainder, EINTR/EAGAIN retried.
 pub struct UringBackend {
     /// Commands to the I/O thread; `None` once dropped (the thread then exits).
-    tx: Option<Sender<Cmd>>,
+    /// Shared (weakly) with buffer registrations, which must not keep the
+    /// thread alive but unregister through it while it runs.
+    tx: Option<Arc<Sender<Cmd>>>,
     worker: Option<JoinHandle<()>>,
     // Kept open for the ring's registered-file slot 0 (dropped after the thread).
     _file: File,
@@ -85,8 +87,8 @@ pub struct UringBackend {
 enum Cmd {
     Batch { ops: Vec<Op>, reply: Sender<Done> },
     SparseBuffers { slots: u32, reply: Sender<io::Result<()>> },
-    Register { addr: usize, len: usize, reply: Sender<bool> },
-    Unregister { addr: usize, len: usize, reply: Sender<()> },
+    Register { addr: usize, len: usize, reply: Sender<Option<u16>> },
+    Unregister { index: u16, reply: Sender<()> },
 }
 
 /// A finished batch: its requests (with `filled`) and its first error.
@@ -158,17 +160,19 @@ impl Ring {
                 };
                 // SAFETY: `ptr..ptr + len` is the unread rest of one request buffer of
                 // batch `id`, exclusively borrowed by the `read_batch` call that owns
-                // the batch. That call neither touches the buffer nor returns while
-                // the batch has a read in flight or queued (it blocks until this
-                // thread replies, which `finish` does only once both counts are 0;
-                // on error the batch's queued reads are dropped unsubmitted),
-                // and a read is resubmitted only after its completion, so no two
-                // reads target the same bytes at once. Requests of a batch are
-                // distinct `&mut` slices, so batches never share bytes either. Fixed
-                // file 0 was registered at setup and `UringBackend::_file` keeps it
-                // open. For READ_FIXED the request buffer lies wholly inside
-                // registered buffer `index` (`fixed_index`), which stays registered
-                // while we hold the ring's lock.
+                // the batch. That call neither touches the buffer nor returns (or
+                // unwinds: `BatchInFlight`) while the batch has a read in flight or
+                // queued: it blocks until this thread replies, which `finish` does
+                // only once both counts are 0 (on error the batch's queued reads are
+                // dropped unsubmitted). A read is resubmitted only after its
+                // completion, so no two reads target the same bytes at once; requests
+                // are distinct `&mut` slices, so batches never share bytes either.
+                // Fixed file 0 was registered at setup and `UringBackend::_file`
+                // keeps it open. For READ_FIXED the request buffer lies wholly inside
+                // registered buffer `index` (`fixed_index`); the memory registered
+                // there belongs to a live `RegisteredBuf` (whose registration ends
+                // before its memory is freed), so it is this request's own memory,
+                // and it stays registered while the batch borrows it.
                 if unsafe { sq.push(&sqe) }.is_err() {
                     self.queue.push_front((id, i));
                     break;
@@ -311,16 +315,16 @@ impl Ring {
             Cmd::Register { addr, len, reply } => {
                 let _ = reply.send(self.register(addr, len));
             }
-            Cmd::Unregister { addr, len, reply } => {
-                if let Some(at) = self.registered.iter().position(|r| (r.0, r.1) == (addr, len)) {
+            Cmd::Unregister { index, reply } => {
+                if let Some(at) = self.registered.iter().position(|r| r.2 == index) {
                     let (_, _, index) = self.registered.swap_remove(at);
                     self.registered_count.fetch_sub(1, Ordering::Relaxed);
                     let empty = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
                     // SAFETY: an empty iovec clears the slot (sparse tables). Nothing is
                     // read into the slot from here on: the entry is gone, so no batch
-                    // handled after this command uses it, and the caller's contract
-                    // (`Backend::unregister_buffer`) is that no read of its into the
-                    // buffer is still pending.
+                    // handled after this command uses it. No read into the buffer is
+                    // pending: the registration is dropped by its owner
+                    // (`RegisteredBuf`), which cannot be while a batch borrows it.
                     let _ = unsafe { self.ring.submitter().register_buffers_update(index as u32, &[empty], None) };
                 }
                 let _ = reply.send(());
@@ -328,31 +332,27 @@ impl Ring {
         }
     }
 
-    fn register(&mut self, addr: usize, len: usize) -> bool {
+    fn register(&mut self, addr: usize, len: usize) -> Option<u16> {
         if self.buffer_slots == 0 || len == 0 {
-            return false;
+            return None;
         }
-        let Some(index) =
-            (0..self.buffer_slots.min(u16::MAX as u32) as u16).find(|i| self.registered.iter().all(|r| r.2 != *i))
-        else {
-            return false;
-        };
+        let index =
+            (0..self.buffer_slots.min(u16::MAX as u32) as u16).find(|i| self.registered.iter().all(|r| r.2 != *i))?;
         let iov = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: len };
         // SAFETY: `addr..addr + len` is the caller's `&mut [u8]`, valid now; the
-        // kernel pins its pages at registration. The contract of `register_buffer`
-        // has the caller unregister it (or drop this backend, closing the ring)
-        // before the memory is freed, so no READ_FIXED targets it afterwards;
-        // READ_FIXED is only issued for a request buffer lying inside a buffer
-        // registered here. Even a stale registration could only make the kernel
-        // write into the pages it pinned, never into memory Rust has handed to
-        // someone else.
+        // kernel pins its pages at registration. `Backend::register_buffer`'s
+        // contract (kept by `RegisteredBuf`, which owns the memory) has the
+        // memory stay put until the registration is dropped, which sends
+        // `Unregister`, or this backend is dropped, closing the ring; so no
+        // READ_FIXED targets it afterwards. READ_FIXED is only issued for a
+        // request buffer lying inside a buffer registered here.
         match unsafe { self.ring.submitter().register_buffers_update(index as u32, &[iov], None) } {
             Ok(_) => {
                 self.registered.push((addr, len, index));
                 self.registered_count.fetch_add(1, Ordering::Relaxed);
-                true
+                Some(index)
             }
-            Err(_) => false,
+            Err(_) => None,
         }
     }
 
@@ -395,6 +395,28 @@ impl Ring {
 /// The error of a command whose I/O thread has exited.
 fn thread_gone() -> io::Error {
     io::Error::other("the io_uring thread is gone")
+}
+
+/// A batch handed to the I/O thread: [`wait`](Self::wait) takes its reply, and
+/// dropping it unanswered (a caller's `work` panicked) blocks until the reply
+/// comes, so the kernel is done with the batch's buffers before they can be
+/// freed. The thread replies once nothing of the batch is in flight or
+/// queued; a thread that is gone has nothing in flight (it exits only then,
+/// or aborts the process).
+struct BatchInFlight(Option<Receiver<Done>>);
+
+impl BatchInFlight {
+    fn wait(mut self) -> io::Result<Done> {
+        self.0.take().ok_or_else(thread_gone)?.recv().map_err(|_| thread_gone())
+    }
+}
+
+impl Drop for BatchInFlight {
+    fn drop(&mut self) {
+        if let Some(answer) = self.0.take() {
+            let _ = answer.recv();
+        }
+    }
 }
 
 /// Aborts the process if dropped while its thread panics.
@@ -503,7 +525,7 @@ impl UringBackend {
             }
         };
         Ok(UringBackend {
-            tx: Some(tx),
+            tx: Some(Arc::new(tx)),
             worker: Some(worker),
             _file: file,
             len,
@@ -664,15 +686,15 @@ impl Backend for UringBackend {
             })
             .collect();
         let first_offset = reqs.first().map_or(0, |r| r.offset);
-        let sent = self.send(|reply| Cmd::Batch { ops, reply });
-        // The reads are in flight now (unless the batch was refused); `work` runs
-        // either way, once, and cannot touch their buffers (`reqs` borrows them).
+        // From here the kernel may write into the requests' buffers until the
+        // I/O thread replies. `in_flight` waits for that reply even if `work`
+        // panics: unwinding would otherwise end the borrow of `reqs` and let
+        // the caller free buffers that reads are still landing in.
+        let in_flight = BatchInFlight(self.send(|reply| Cmd::Batch { ops, reply }).ok());
+        // `work` runs once, whether or not the batch was accepted, and cannot
+        // touch the buffers (`reqs` borrows them).
         work();
-        // Blocks until the I/O thread has finished every read of the batch: the
-        // buffers stay borrowed (by `reqs`) until then.
-        let (ops, first) = sent
-            .and_then(|answer| answer.recv().map_err(|_| thread_gone()))
-            .map_err(|source| BatchError { offset: first_offset, source })?;
+        let (ops, first) = in_flight.wait().map_err(|source| BatchError { offset: first_offset, source })?;
         for (r, op) in reqs.iter_mut().zip(&ops) {
             r.filled = op.filled;
         }
@@ -702,17 +724,24 @@ impl Backend for UringBackend {
         }
     }
 
-    fn register_buffer(&self, buf: &mut [u8]) -> bool {
+    unsafe fn register_buffer(&self, buf: &mut [u8]) -> Option<BufferRegistration> {
         if self.buffer_slots == 0 || buf.is_empty() {
-            return false;
+            return None;
         }
         let (addr, len) = (buf.as_mut_ptr() as usize, buf.len());
-        self.ask(|reply| Cmd::Register { addr, len, reply }).unwrap_or(false)
-    }
-
-    fn unregister_buffer(&self, buf: &[u8]) {
-        let (addr, len) = (buf.as_ptr() as usize, buf.len());
-        let _ = self.ask(|reply| Cmd::Unregister { addr, len, reply });
+        let tx = Arc::downgrade(self.tx.as_ref()?);
+        let index = self.ask(|reply| Cmd::Register { addr, len, reply }).ok()??;
+        Some(BufferRegistration::new(move || {
+            // The backend gone (its ring closed) released the buffer already;
+            // otherwise wait until the I/O thread has cleared the slot, so the
+            // memory is not freed while still registered.
+            if let Some(tx) = tx.upgrade() {
+                let (reply, answer) = bounded(1);
+                if tx.send(Cmd::Unregister { index, reply }).is_ok() {
+                    let _ = answer.recv();
+                }
+            }
+        }))
     }
 
     fn registered_buffers(&self) -> usize {
