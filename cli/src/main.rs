@@ -10,11 +10,13 @@ macro_rules! outln {
 }
 
 mod build_cmd;
+#[cfg(feature = "train")]
 mod demo;
 mod inspect;
 mod match_cmd;
 mod progress;
 mod text;
+#[cfg(feature = "train")]
 mod train_cmd;
 
 use std::path::PathBuf;
@@ -44,9 +46,11 @@ enum Command {
     Verify { table: PathBuf },
     /// The whole SCONE flow on the bundled King James Bible, quickly: tokenize, count,
     /// select, train, export a table, print perplexities, query the table.
+    #[cfg(feature = "train")]
     Demo(demo::DemoArgs),
     /// Train the baseline and SCONE models from a preset and export their tables
     /// (the scaling curves of docs/TRAINING.md); resumes from checkpoints.
+    #[cfg(feature = "train")]
     Train(train_cmd::TrainArgs),
 }
 
@@ -58,7 +62,9 @@ fn main() -> ExitCode {
         Command::Get(a) => inspect::get(a),
         Command::Match(a) => match_cmd::run(a),
         Command::Verify { table } => inspect::verify(&table),
+        #[cfg(feature = "train")]
         Command::Demo(a) => demo::run(a),
+        #[cfg(feature = "train")]
         Command::Train(a) => train_cmd::run(a),
     };
     match result {
