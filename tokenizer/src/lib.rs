@@ -9,6 +9,9 @@
 //!
 //! docs/TOKENIZER.md describes both tokenizers and their serialized forms.
 
+// Unsafe code belongs in the engine's I/O modules and gpu-bridge's FFI only.
+#![forbid(unsafe_code)]
+
 pub mod bpe;
 pub mod embedded;
 pub mod word;
