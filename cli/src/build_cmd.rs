@@ -83,11 +83,11 @@ pub fn run(a: BuildArgs) -> Result<()> {
     cfg.source.truncate(1024);
     if let Some(tp) = &a.tokenizer {
         let bytes = std::fs::read(tp).with_context(|| format!("{}: cannot read tokenizer", tp.display()))?;
-        let tok = trainer::WordTokenizer::from_bytes(&bytes).with_context(|| format!("{}", tp.display()))?;
+        let tok = scone_tokenizer::WordTokenizer::from_bytes(&bytes).with_context(|| format!("{}", tp.display()))?;
         if tok.vocab_size() != a.vocab_size {
             bail!("{}: tokenizer has {} tokens but --vocab-size is {}", tp.display(), tok.vocab_size(), a.vocab_size);
         }
-        cfg.tokenizer = Some((trainer::tokenizer::KIND.to_string(), bytes));
+        cfg.tokenizer = Some((scone_tokenizer::word::KIND.to_string(), bytes));
     }
     let mut builder = TableBuilder::create(&a.out, cfg)?;
     let pb = bar(rows, "ingest");

@@ -13,12 +13,14 @@ macro_rules! outln {
 
 mod build_cmd;
 mod catalog_cmd;
+#[cfg(feature = "train")]
 mod demo;
 mod inspect;
 mod json_num;
 mod match_cmd;
 mod progress;
 mod text;
+#[cfg(feature = "train")]
 mod train_cmd;
 
 use std::path::PathBuf;
@@ -48,6 +50,7 @@ enum Command {
     Verify { table: PathBuf },
     /// The whole SCONE flow on the bundled King James Bible, quickly: tokenize, count,
     /// select, train, export a table, print perplexities, query the table.
+    #[cfg(feature = "train")]
     Demo(demo::DemoArgs),
     /// Named tables with numbered versions in a folder, swapped atomically while
     /// readers keep the version they opened (docs/CATALOG.md).
@@ -55,6 +58,7 @@ enum Command {
     Catalog(catalog_cmd::CatalogCmd),
     /// Train the baseline and SCONE models from a preset and export their tables
     /// (the scaling curves of docs/TRAINING.md); resumes from checkpoints.
+    #[cfg(feature = "train")]
     Train(train_cmd::TrainArgs),
 }
 
@@ -66,7 +70,9 @@ fn main() -> ExitCode {
         Command::Get(a) => inspect::get(a),
         Command::Match(a) => match_cmd::run(a),
         Command::Verify { table } => inspect::verify(&table),
+        #[cfg(feature = "train")]
         Command::Demo(a) => demo::run(a),
+        #[cfg(feature = "train")]
         Command::Train(a) => train_cmd::run(a),
         Command::Catalog(c) => catalog_cmd::run(c),
     };

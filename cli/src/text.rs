@@ -2,9 +2,9 @@
 //! tokenizer embedded in the table (the word tokenizer of hand-built tables,
 //! or the byte-level BPE of trained ones).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use engine::Table;
-use trainer::{BpeTokenizer, WordTokenizer};
+use scone_tokenizer::TextTokenizer;
 
 pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
     s.split(|c: char| c.is_whitespace() || c == ',')
@@ -13,68 +13,9 @@ pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
         .collect()
 }
 
-/// A tokenizer a table may embed.
-pub enum TextTokenizer {
-    Word(WordTokenizer),
-    Bpe(Box<BpeTokenizer>),
-}
-
-impl TextTokenizer {
-    pub fn encode(&self, text: &str) -> Vec<u32> {
-        match self {
-            TextTokenizer::Word(t) => t.encode(text),
-            TextTokenizer::Bpe(t) => t.encode(text),
-        }
-    }
-
-    /// Printable form of one token (BPE pieces may be partial characters).
-    pub fn piece(&self, id: u32) -> Option<String> {
-        match self {
-            TextTokenizer::Word(t) => t.token(id).map(str::to_string),
-            TextTokenizer::Bpe(t) => t.token_bytes(id).map(|b| String::from_utf8_lossy(b).into_owned()),
-        }
-    }
-
-    pub fn vocab_size(&self) -> u32 {
-        match self {
-            TextTokenizer::Word(t) => t.vocab_size(),
-            TextTokenizer::Bpe(t) => t.vocab_size(),
-        }
-    }
-
-    /// An n-gram as text: words joined by spaces, BPE pieces concatenated.
-    pub fn ngram_text(&self, g: &[u32]) -> String {
-        let pieces = g.iter().map(|&i| self.piece(i).unwrap_or_else(|| "?".into()));
-        match self {
-            TextTokenizer::Word(_) => pieces.collect::<Vec<_>>().join(" "),
-            TextTokenizer::Bpe(_) => pieces.collect(),
-        }
-    }
-}
-
 /// The table's embedded tokenizer, if it has one this build understands.
 pub fn tokenizer(table: &Table) -> Result<Option<TextTokenizer>> {
-    let Some((kind, bytes)) = table.tokenizer() else { return Ok(None) };
-    let path = table.path().display();
-    let tok = if kind == trainer::tokenizer::KIND {
-        TextTokenizer::Word(
-            WordTokenizer::from_bytes(bytes).with_context(|| format!("{path}: embedded tokenizer is malformed"))?,
-        )
-    } else if kind == BpeTokenizer::KIND {
-        TextTokenizer::Bpe(Box::new(
-            BpeTokenizer::from_bytes(bytes).with_context(|| format!("{path}: embedded tokenizer is malformed"))?,
-        ))
-    } else {
-        bail!("{path}: embedded tokenizer `{kind}` is not supported by this build");
-    };
-    if tok.vocab_size() != table.header().vocab_size {
-        bail!(
-            "{path}: embedded tokenizer has {} tokens but the table's vocabulary size is {}",
-            tok.vocab_size(),
-            table.header().vocab_size
-        );
-    }
-    Ok(Some(tok))
+    Ok(TextTokenizer::from_table(table)?)
 }
 
 pub fn require_tokenizer(table: &Table) -> Result<TextTokenizer> {

@@ -186,14 +186,69 @@ fn errors_on_missing_or_foreign_tables() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("not a scone table"));
     // Every command has --help.
-    for cmd in ["build", "info", "get", "match", "verify", "demo", "train", "catalog"] {
+    let serving = ["build", "info", "get", "match", "verify", "catalog"];
+    let training: &[&str] = if cfg!(feature = "train") { &["demo", "train"] } else { &[] };
+    for &cmd in serving.iter().chain(training) {
         let o = scone(&[cmd, "--help"]);
         assert!(o.status.success(), "{cmd} --help");
         assert!(stdout(&o).contains("Usage"));
     }
 }
 
+/// Without the `train` feature the binary has no trainer: its training
+/// commands are unknown rather than present and failing.
 #[test]
+#[cfg(not(feature = "train"))]
+fn the_serving_build_has_no_training_commands() {
+    for cmd in ["demo", "train"] {
+        let o = scone(&[cmd]);
+        assert!(!o.status.success(), "{cmd}");
+        assert!(stderr(&o).contains(&format!("unrecognized subcommand '{cmd}'")), "{cmd}: {}", stderr(&o));
+    }
+    let help = stdout(&scone(&["--help"]));
+    let listed = |cmd: &str| help.lines().any(|l| l.split_whitespace().next() == Some(cmd));
+    assert!(listed("match") && !listed("demo") && !listed("train"), "{help}");
+}
+
+/// A table built with an embedded word tokenizer answers text queries; this
+/// needs only the tokenizer crate, so it holds with and without `train`.
+#[test]
+fn text_queries_use_the_embedded_word_tokenizer() {
+    let rows = vec![vec![1.0, 2.0], vec![3.0, 4.0], vec![5.0, 6.0]];
+    // Ids: <unk> 0, the 1, lord 2, spake 3, unto 4, moses 5.
+    let i = inputs("1 2\n4 5\n3 4 5\n", &rows);
+    let tok = i.dir.join("words.txt");
+    std::fs::write(&tok, "scone-word-tokenizer v1\n<unk>\nthe\nlord\nspake\nunto\nmoses\n").unwrap();
+    let mut args = build_args(&i, "t.scone");
+    let vocab = args.iter().position(|a| a == "--vocab-size").unwrap() + 1;
+    args[vocab] = "6".into();
+    args.extend(["--tokenizer".into(), tok.display().to_string()]);
+    let o = scone(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = i.dir.join("t.scone");
+    let t = t.to_str().unwrap();
+
+    let o = scone(&["match", t, "--text", "And the LORD spake unto Moses", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let pos = v["positions"].as_array().unwrap();
+    let tokens: Vec<u64> = pos.iter().map(|p| p["token"].as_u64().unwrap()).collect();
+    assert_eq!(tokens, [0, 1, 2, 3, 4, 5], "`and` is unknown, the rest lowercased");
+    assert_eq!(pos[2]["piece"], "lord");
+    assert_eq!(pos[2]["ngram_text"], "the lord");
+    assert_eq!(pos[5]["len"], 3);
+    assert_eq!(pos[5]["ngram_text"], "spake unto moses", "the longest f-gram wins");
+    assert_eq!(v["hits"], 2, "only `the lord` and `spake unto moses` end an f-gram");
+
+    let o = scone(&["get", t, "--text", "the Lord", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["found"], true);
+    assert_eq!(v["pieces"], serde_json::json!(["the", "lord"]));
+}
+
+#[test]
+#[cfg(feature = "train")]
 fn demo_runs_the_whole_flow_on_the_bundled_corpus() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo");
@@ -372,6 +427,7 @@ fn get_reads_the_row_in_every_mode() {
 }
 
 #[test]
+#[cfg(feature = "train")]
 fn train_refuses_bad_overrides_before_any_work() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("t");

@@ -1,4 +1,6 @@
-use trainer::{TokenizerError, WordTokenizer};
+//! The word tokenizer: round trips, encoding, fingerprints, malformed input.
+
+use scone_tokenizer::{TokenizerError, WordTokenizer};
 
 fn sample() -> WordTokenizer {
     WordTokenizer::train(

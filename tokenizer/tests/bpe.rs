@@ -3,12 +3,25 @@
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
-use trainer::{bpe, BpeError, BpeTokenizer};
+use scone_tokenizer::{bpe, BpeError, BpeTokenizer};
+
+/// The text of every verse of the bundled KJV (`data/kjv.txt.lz4`: one
+/// `reference<TAB>text` line per verse), read here rather than through the
+/// trainer's corpus module so that these tests need no trainer.
+fn kjv() -> Vec<String> {
+    let lz4 = include_bytes!("../../data/kjv.txt.lz4");
+    let mut raw = String::new();
+    std::io::Read::read_to_string(&mut lz4_flex::frame::FrameDecoder::new(&lz4[..]), &mut raw).unwrap();
+    raw.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split_once('\t').expect("reference<TAB>text").1.trim().to_owned())
+        .collect()
+}
 
 /// The first few thousand KJV verses: enough for real merges, quick to train on.
 fn verses() -> &'static [String] {
     static V: OnceLock<Vec<String>> = OnceLock::new();
-    V.get_or_init(|| trainer::kjv().unwrap().into_iter().take(3000).map(|v| v.text).collect())
+    V.get_or_init(|| kjv().into_iter().take(3000).collect())
 }
 
 fn small() -> &'static BpeTokenizer {
@@ -148,9 +161,9 @@ proptest! {
 /// Training on the whole KJV at vocabulary 4096, timed. Run it twice and compare
 /// the fingerprints to check determinism across processes.
 #[test]
-#[ignore = "slow in debug; run: cargo test --release -p scone-trainer --test bpe -- --ignored --nocapture"]
+#[ignore = "slow in debug; run: cargo test --release -p scone-tokenizer --test bpe -- --ignored --nocapture"]
 fn train_on_all_kjv_at_vocab_4096() {
-    let verses: Vec<String> = trainer::kjv().unwrap().into_iter().map(|v| v.text).collect();
+    let verses = kjv();
     let start = std::time::Instant::now();
     let t = BpeTokenizer::train(verses.iter().map(String::as_str), 4096, 2).unwrap();
     let secs = start.elapsed().as_secs_f64();

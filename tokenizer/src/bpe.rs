@@ -22,7 +22,7 @@
 //! count with ties broken by the lower pair of ids, and pair counts are sums,
 //! which do not depend on the order in which the `tokenizers` crate's worker
 //! threads add them. Training twice on the same documents gives the same bytes
-//! (tested in `trainer/tests/bpe.rs`), so parallelism is left on.
+//! (tested in `tokenizer/tests/bpe.rs`), so parallelism is left on.
 //!
 //! # Serialized form
 //! [`BpeTokenizer::to_bytes`] is the `tokenizers` JSON (`tokenizer.json`, as

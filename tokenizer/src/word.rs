@@ -1,4 +1,5 @@
-//! A simple word-level tokenizer, a stand-in until the real BPE lands.
+//! The word-level tokenizer: what hand-built tables embed (`scone build
+//! --tokenizer`), and the trainer's tokenizer in its small tests.
 //!
 //! # Normalisation and segmentation
 //! Text is lowercased (Unicode `to_lowercase`), then split into pieces:
