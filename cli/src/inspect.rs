@@ -55,9 +55,19 @@ pub struct ReadArgs {
     /// Tests only: make io_uring setup fail, as on a kernel without it.
     #[arg(long, hide = true)]
     pub simulate_uring_failure: bool,
+    /// Checksum the rows at open (reads the whole rows section once; without
+    /// it a damaged row is served as it is, and only `scone verify` finds it).
+    #[arg(long)]
+    pub verify_rows: bool,
 }
 
 impl ReadArgs {
+    /// Opens the table, checksumming its rows too with `--verify-rows`.
+    pub fn open_table(&self, path: &Path) -> Result<Table> {
+        let opts = engine::OpenOptions { verify_rows: self.verify_rows, ..engine::OpenOptions::default() };
+        Ok(Table::open_with(path, opts)?)
+    }
+
     pub fn open<'t>(&self, t: &'t Table) -> Result<RowReader<'t>> {
         let backend = match self.backend {
             BackendArg::Uring => BackendKind::Uring,
@@ -192,7 +202,7 @@ pub struct GetArgs {
 }
 
 pub fn get(a: GetArgs) -> Result<()> {
-    let t = Table::open(&a.table)?;
+    let t = a.read.open_table(&a.table)?;
     let reader = a.read.open(&t)?;
     let (ngram, pieces) = resolve(&t, &a.ids, a.text.as_deref())?;
     let found = t.lookup(&ngram);
@@ -255,7 +265,9 @@ pub fn get(a: GetArgs) -> Result<()> {
 pub fn verify(path: &Path) -> Result<()> {
     let t = Table::open(path)?;
     let started = std::time::Instant::now();
-    let sections = t.verify().with_context(|| "verification failed")?;
+    // check_rows: the checksums, and for damaged rows the first row holding a
+    // value the builder never writes.
+    let sections = engine::verify_rows::check_rows(&t).with_context(|| "verification failed")?;
     let bytes: u64 = sections.iter().map(|s| s.len).sum();
     for s in &sections {
         outln!("ok  {:<10} {:>14} bytes  xxh3 {:016x}", s.kind.to_string(), s.len, s.checksum);

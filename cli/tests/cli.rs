@@ -575,3 +575,21 @@ fn f64_embeddings_overflow_message_names_the_value() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("value 65520 at column 1 overflows f16"), "{}", stderr(&o));
 }
+
+#[test]
+fn get_verify_rows_refuses_a_damaged_row_that_plain_get_serves() {
+    let i = inputs("1 2\n2 3\n", &[vec![1.0, 2.0], vec![3.0, 4.0]]);
+    assert!(run_build(&i, "t.scone").status.success());
+    let t = i.dir.join("t.scone");
+    let mut bytes = std::fs::read(&t).unwrap();
+    bytes[4096] ^= 0x01; // the first row's first byte
+    std::fs::write(&t, &bytes).unwrap();
+    let ts = t.to_str().unwrap();
+    assert!(scone(&["get", ts, "1", "2"]).status.success(), "rows are not checked by default");
+    let o = scone(&["get", ts, "1", "2", "--verify-rows"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("t.scone") && err.contains("rows") && err.contains("checksum"), "{err}");
+    let o = scone(&["verify", ts]);
+    assert!(!o.status.success() && stderr(&o).contains("rows"), "{}", stderr(&o));
+}
