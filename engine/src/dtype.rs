@@ -68,41 +68,31 @@ impl SourceRow<'_> {
     }
 }
 
-impl<'a> From<&'a [f32]> for SourceRow<'a> {
-    fn from(r: &'a [f32]) -> Self {
-        SourceRow::F32(r)
-    }
+/// Slices, vectors and arrays of f32 or f64 become a [`SourceRow`].
+macro_rules! source_row_from {
+    ($t:ty, $variant:ident) => {
+        impl<'a> From<&'a [$t]> for SourceRow<'a> {
+            fn from(r: &'a [$t]) -> Self {
+                SourceRow::$variant(r)
+            }
+        }
+
+        impl<'a> From<&'a Vec<$t>> for SourceRow<'a> {
+            fn from(r: &'a Vec<$t>) -> Self {
+                SourceRow::$variant(r)
+            }
+        }
+
+        impl<'a, const N: usize> From<&'a [$t; N]> for SourceRow<'a> {
+            fn from(r: &'a [$t; N]) -> Self {
+                SourceRow::$variant(r)
+            }
+        }
+    };
 }
 
-impl<'a> From<&'a Vec<f32>> for SourceRow<'a> {
-    fn from(r: &'a Vec<f32>) -> Self {
-        SourceRow::F32(r)
-    }
-}
-
-impl<'a, const N: usize> From<&'a [f32; N]> for SourceRow<'a> {
-    fn from(r: &'a [f32; N]) -> Self {
-        SourceRow::F32(r)
-    }
-}
-
-impl<'a> From<&'a [f64]> for SourceRow<'a> {
-    fn from(r: &'a [f64]) -> Self {
-        SourceRow::F64(r)
-    }
-}
-
-impl<'a> From<&'a Vec<f64>> for SourceRow<'a> {
-    fn from(r: &'a Vec<f64>) -> Self {
-        SourceRow::F64(r)
-    }
-}
-
-impl<'a, const N: usize> From<&'a [f64; N]> for SourceRow<'a> {
-    fn from(r: &'a [f64; N]) -> Self {
-        SourceRow::F64(r)
-    }
-}
+source_row_from!(f32, F32);
+source_row_from!(f64, F64);
 
 /// One input value in its source type, printed as the user wrote it (the
 /// shortest decimal that reads back to it; scientific notation for very large
