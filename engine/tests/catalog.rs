@@ -182,3 +182,31 @@ fn gc_removes_the_litter_of_interrupted_operations_and_nothing_live() {
     drop(live);
     assert_eq!(table_value(&cat.reader("emb").unwrap()), 1.0);
 }
+
+#[test]
+fn a_retired_version_goes_when_its_last_snapshot_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = Catalog::create(dir.path().join("cat")).unwrap();
+    let staging = cat.staging_path("emb").unwrap();
+    build_valued(&staging, 1.0, 4, false);
+    cat.add("emb", &staging).unwrap();
+    let a = cat.reader("emb").unwrap();
+    let b = a.clone();
+    let other = Catalog::open(cat.dir()).unwrap().reader("emb").unwrap();
+    build_valued(&staging, 2.0, 4, false);
+    cat.swap("emb", &staging).unwrap();
+    drop(a);
+    drop(other);
+    // One clone still holds version 1.
+    assert_eq!(version_files(&cat, "emb"), ["1.scone", "2.scone"]);
+    assert_eq!(table_value(&b), 1.0);
+    drop(b);
+    // No gc ran: the last snapshot removed the file as it let go.
+    assert_eq!(version_files(&cat, "emb"), ["2.scone"]);
+    let report = cat.gc().unwrap();
+    assert!(report.removed_versions.is_empty() && report.held_versions.is_empty());
+    assert!(cat.list().unwrap()[0].retired.is_empty(), "gc forgets the removed version");
+    // A current version is never removed by its snapshots.
+    drop(cat.reader("emb").unwrap());
+    assert_eq!(version_files(&cat, "emb"), ["2.scone"]);
+}

@@ -30,6 +30,31 @@ pub struct TableSnapshot {
     name: String,
     version: VersionRecord,
     table: Arc<Table>,
+    /// Declared after `table`, so dropped after it: when the last clone goes,
+    /// the table's descriptor (and its shared lock) is closed first.
+    _release: Arc<Release>,
+}
+
+/// Removes a retired version's file when the last snapshot of it in this
+/// process lets go and no other reader (in any process: the exclusive lock
+/// must be free) holds it, so a replaced version does not wait for the next
+/// gc. Best effort: anything that fails here is left to `Catalog::gc`,
+/// which also drops the manifest's record of the removed file.
+#[derive(Debug)]
+struct Release {
+    dir: std::path::PathBuf,
+    name: String,
+    version: VersionRecord,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let Ok(m) = Manifest::read(&self.dir) else { return };
+        let retired = m.entry(&self.name).is_some_and(|e| e.retired.iter().any(|r| r == &self.version));
+        if retired {
+            let _ = crate::builder::remove_if_unlocked(&version_path(&self.dir, &self.version));
+        }
+    }
 }
 
 impl TableSnapshot {
@@ -97,7 +122,8 @@ pub(super) fn open(cat: &Catalog, name: &str, opts: OpenOptions) -> Result<Table
                 ),
             });
         }
-        return Ok(TableSnapshot { name: name.into(), version: rec, table: Arc::new(table) });
+        let release = Arc::new(Release { dir: cat.dir().to_path_buf(), name: name.into(), version: rec.clone() });
+        return Ok(TableSnapshot { name: name.into(), version: rec, table: Arc::new(table), _release: release });
     }
     Err(io_err(cat.dir(), format!("could not open a version of `{name}`"))(std::io::Error::other(format!(
         "the current version changed under {MAX_ATTEMPTS} attempts in a row"
