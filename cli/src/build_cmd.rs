@@ -75,7 +75,9 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 pub fn run(a: BuildArgs) -> Result<()> {
     let mut records = engine::ingest::records(&a.embeddings, &a.ngrams, a.tensor.as_deref())?;
     let (rows, dim) = (records.rows(), records.dim());
-    let mut cfg = BuildConfig::new(dim as u32, a.dtype, a.n_max, a.vocab_size);
+    // open_embeddings refuses more than MAX_DIM (< u32::MAX) values a row.
+    let dim = u32::try_from(dim).context("the embedding dimension does not fit 32 bits")?;
+    let mut cfg = BuildConfig::new(dim, a.dtype, a.n_max, a.vocab_size);
     cfg.memory_budget = a.memory_budget;
     cfg.temp_dir = a.temp_dir.clone();
     cfg.overwrite = a.force;

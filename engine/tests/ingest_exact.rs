@@ -78,3 +78,26 @@ fn f64_npy_ties_round_once_to_bf16() {
     let e = build_one_row(dir.path(), "f", &[1e300], Dtype::F32).unwrap_err();
     assert!(e.contains("value 1e300 at column 0 overflows f32"), "{e}");
 }
+
+/// A .npy whose rows are wider than any table can hold (here 2^33 values, in a
+/// sparse file of the full length) is refused with the file named, before
+/// anything allocates a row (this used to abort the process).
+#[test]
+fn a_dimension_beyond_the_limit_is_an_error_not_an_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wide.npy");
+    let dim: u64 = 1 << 33;
+    let mut dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': (1, {dim}), }}");
+    while (10 + dict.len() + 1) % 64 != 0 {
+        dict.push(' ');
+    }
+    dict.push('\n');
+    let mut head = b"\x93NUMPY\x01\x00".to_vec();
+    head.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    head.extend_from_slice(dict.as_bytes());
+    let f = std::fs::File::create(&path).unwrap();
+    std::io::Write::write_all(&mut &f, &head).unwrap();
+    f.set_len(head.len() as u64 + dim * 4).unwrap();
+    let e = engine::ingest::open_embeddings(&path, None).map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("wide.npy") && e.contains("at most"), "{e}");
+}

@@ -203,10 +203,17 @@ pub fn detect_format(path: &Path) -> Result<EmbeddingFormat, IngestError> {
 /// the tensor of a `.safetensors` file (`None`: its only tensor) and is
 /// ignored for `.npy` files, which hold a single array.
 pub fn open_embeddings(path: &Path, tensor_name: Option<&str>) -> Result<Box<dyn EmbeddingSource>, IngestError> {
-    Ok(match detect_format(path)? {
+    let src: Box<dyn EmbeddingSource> = match detect_format(path)? {
         EmbeddingFormat::Npy => Box::new(NpyFile::open(path)?),
         EmbeddingFormat::Safetensors => Box::new(SafetensorsFile::open(path, tensor_name)?),
-    })
+    };
+    // Before anything allocates a row: a table holds at most MAX_DIM values a row.
+    let max = crate::format::MAX_DIM as usize;
+    if src.dim() > max {
+        let reason = format!("rows of {} values; a table holds at most {max} values a row", src.dim());
+        return Err(IngestError::Malformed { path: path.to_path_buf(), reason });
+    }
+    Ok(src)
 }
 
 /// One n-gram with its embedding row.
